@@ -1,0 +1,138 @@
+/**
+ * Reverse-mode autodiff over trees: `grad`, `valueAndGrad`, `vjp`. A tape records the ops that
+ * depend on the differentiated argument; the backward pass runs each op's VJP (written with
+ * ops, so it runs on the tensors' device) without interception. Intermediates are freed when
+ * the call returns. Higher-order derivatives are not supported.
+ *
+ * @module
+ */
+import { isFloating } from "./dtype.ts";
+import { opaque, recording, type Tape } from "./op.ts";
+import { ones, Tensor, tidy, zeros } from "./tensor.ts";
+import { leaves, unflatten } from "./tree.ts";
+import { add, astype } from "./ops/elementwise.ts";
+
+/** Options of {@linkcode valueAndGrad}. */
+export interface GradOptions {
+  /** `f` returns `[loss, aux]`; aux is passed through (not differentiated). */
+  hasAux?: boolean;
+}
+
+function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]): Tensor[] {
+  return opaque(() => {
+    const cot = new Map<Tensor, Tensor>([[y, seed]]);
+    for (let i = tape.nodes.length - 1; i >= 0; i--) {
+      const node = tape.nodes[i];
+      const g = cot.get(node.out);
+      if (!g) continue;
+      const needs = node.inputs.map((t) => tape.watched.has(t) && isFloating(t.dtype));
+      if (!needs.some(Boolean)) continue;
+      if (!node.op.vjp) {
+        throw new Error(
+          `grad: op "${node.op.name}" is not differentiable; wrap its input in ` +
+            "stopGradient(...) or compute it outside the differentiated function",
+        );
+      }
+      const gs = node.op.vjp(g, node.inputs, node.out, node.attrs, needs);
+      node.inputs.forEach((x, j) => {
+        const gj = gs[j];
+        if (!needs[j] || !gj) return;
+        if (gj.shape.length !== x.shape.length || gj.shape.some((d, k) => d !== x.shape[k])) {
+          throw new Error(
+            `grad: internal error, VJP of ${node.op.name} gave shape [${gj.shape}] for [${x.shape}]`,
+          );
+        }
+        const gc = astype(gj, x.dtype);
+        const prev = cot.get(x);
+        cot.set(x, prev ? add(prev, gc) : gc);
+      });
+    }
+    return inputs.map((x) =>
+      cot.get(x) ?? zeros(x.shape, { dtype: x.dtype, device: x.device })
+    );
+  });
+}
+
+/**
+ * A function that returns `[f(params, ...rest), ∂f/∂params]`. `params` is a tree of tensors;
+ * the gradient tree has the same structure and each gradient its parameter's dtype. With
+ * `hasAux`, `f` returns `[loss, aux]` and the result is `[[loss, aux], grads]`.
+ *
+ * @example
+ * ```ts
+ * const f = (p: { w: Tensor }) => sum(square(p.w));
+ * const [loss, g] = valueAndGrad(f)({ w: tensor([1, 2]) }); // loss 5, g.w = [2, 4]
+ * ```
+ */
+export function valueAndGrad<P, R extends unknown[]>(
+  f: (params: P, ...rest: R) => Tensor,
+  opts?: { hasAux?: false },
+): (params: P, ...rest: R) => [Tensor, P];
+export function valueAndGrad<P, R extends unknown[], X>(
+  f: (params: P, ...rest: R) => [Tensor, X],
+  opts: { hasAux: true },
+): (params: P, ...rest: R) => [[Tensor, X], P];
+export function valueAndGrad<P, R extends unknown[]>(
+  f: (params: P, ...rest: R) => unknown,
+  opts: GradOptions = {},
+): (params: P, ...rest: R) => unknown {
+  return (params: P, ...rest: R) =>
+    tidy(() => {
+      const xs = leaves(params);
+      const tape: Tape = { watched: new Set(xs), nodes: [] };
+      const res = recording(tape, () => f(params, ...rest));
+      const [loss, aux] = opts.hasAux ? res as [Tensor, unknown] : [res as Tensor, undefined];
+      if (!(loss instanceof Tensor)) {
+        throw new Error(
+          `grad: the function must return a scalar tensor${
+            opts.hasAux ? " as the first element of [loss, aux]" : ""
+          }, got ${typeof loss}`,
+        );
+      }
+      if (loss.size !== 1 || !isFloating(loss.dtype)) {
+        throw new Error(
+          `grad: the function must return a floating scalar, got ${loss.dtype}[${loss.shape}]; ` +
+            "reduce it first (e.g. mean(...))",
+        );
+      }
+      const seed = ones(loss.shape, { dtype: loss.dtype, device: loss.device });
+      const grads = unflatten(params, backward(tape, loss, seed, xs));
+      return opts.hasAux ? [[loss, aux], grads] : [loss, grads];
+    });
+}
+
+/**
+ * The gradient of a scalar function with respect to its first argument (a tree of tensors).
+ *
+ * @example
+ * ```ts
+ * const g = grad((x: Tensor) => sum(square(x)))(tensor([3])); // [6]
+ * ```
+ */
+export function grad<P, R extends unknown[]>(
+  f: (params: P, ...rest: R) => Tensor,
+): (params: P, ...rest: R) => P {
+  const vg = valueAndGrad(f);
+  return (params: P, ...rest: R) => {
+    const [loss, g] = vg(params, ...rest);
+    loss.dispose();
+    return g;
+  };
+}
+
+/**
+ * Vector–Jacobian product: `[f(x), (ct) => ctᵀ·∂f/∂x]` for a tensor-valued `f`. The pullback may
+ * be called once; intermediates live until it is called.
+ *
+ * @example
+ * ```ts
+ * const [y, pull] = vjp((x: Tensor) => mul(x, 3), tensor([1, 2]));
+ * pull(ones([2])); // [3, 3]
+ * ```
+ */
+export function vjp<P>(f: (params: P) => Tensor, params: P): [Tensor, (ct: Tensor) => P] {
+  const xs = leaves(params);
+  const tape: Tape = { watched: new Set(xs), nodes: [] };
+  const y = recording(tape, () => f(params));
+  return [y, (ct: Tensor) => tidy(() => unflatten(params, backward(tape, y, ct, xs)))];
+}

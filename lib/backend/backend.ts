@@ -1,0 +1,139 @@
+/**
+ * The backend interface: the small set of whole-operation kernels on flat buffers that every
+ * device implements. Ops (`lib/ops/`) are declared once on top of these; a new backend adds
+ * only kernels. Buffers are opaque handles owned by the backend; the frontend (`lib/tensor.ts`)
+ * counts references and frees them deterministically.
+ *
+ * @module
+ */
+import type { CastOptions, DType, Storage } from "../dtype.ts";
+import type { Key } from "../prng.ts";
+
+/** An opaque buffer handle owned by a backend. */
+export type Handle = unknown;
+
+/** A flat buffer with its element type and length. */
+export interface Arg {
+  readonly h: Handle;
+  readonly dtype: DType;
+  readonly size: number;
+}
+
+/**
+ * A strided read of a buffer laid out as an output of shape `shape`: element at index
+ * `[i0, i1, …]` is `buffer[offset + Σ ik·strides[k]]`. A stride of 0 broadcasts.
+ */
+export interface View extends Arg {
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** Elementwise unary kernels. Narrow float dtypes compute in f32 and round once. */
+export type UnaryOp =
+  | "neg"
+  | "abs"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "rsqrt"
+  | "square"
+  | "tanh"
+  | "sigmoid"
+  | "relu"
+  | "sign"
+  | "isfinite"
+  | "not";
+
+/** Elementwise binary kernels (comparisons produce bool). */
+export type BinaryOp =
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "pow"
+  | "maximum"
+  | "minimum"
+  | "equal"
+  | "notEqual"
+  | "less"
+  | "lessEqual"
+  | "greater"
+  | "greaterEqual";
+
+/** Reductions over the middle axis of an `[outer, reduce, inner]` layout. */
+export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin" | "all" | "any";
+
+/** Matrix product geometry: `batch` products of `[m, k] × [k, n]`. */
+export interface MatmulGeometry {
+  readonly batch: number;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  /** Element offset between consecutive batches of `a` (0 broadcasts). */
+  readonly aBatchStride: readonly number[];
+  /** Element offset between consecutive batches of `b` (0 broadcasts). */
+  readonly bBatchStride: readonly number[];
+  /** Batch dims of the output, whose product is `batch`. */
+  readonly batchShape: readonly number[];
+  /** `a` is stored as `[k, m]` (read transposed). */
+  readonly transA: boolean;
+  /** `b` is stored as `[n, k]` (read transposed). */
+  readonly transB: boolean;
+}
+
+/** Random fills produced from a counter-based key (identical stream on every backend). */
+export type RandomKind =
+  | { readonly kind: "uniform"; readonly lo: number; readonly hi: number }
+  | { readonly kind: "normal" }
+  | { readonly kind: "bernoulli"; readonly p: number };
+
+/**
+ * A device. `cpu` always exists; `await webgpu()` makes a GPU one. Every kernel returns a new
+ * buffer; none mutates its inputs.
+ *
+ * @example
+ * ```ts
+ * import { cpu } from "./cpu/cpu.ts";
+ * cpu.kind; // "cpu"
+ * ```
+ */
+export interface Backend {
+  /** `"cpu"` or `"webgpu"`. */
+  readonly kind: string;
+  /** A readable name, e.g. `"cpu"` or `"webgpu (lavapipe)"`. */
+  readonly name: string;
+  /** Why `dtype` cannot live here, or `undefined` when it can. */
+  unsupported(dtype: DType): string | undefined;
+  /** Copy host storage (in `dtype`'s storage layout) to a new buffer. */
+  upload(dtype: DType, data: Storage): Handle;
+  /** A new buffer of `size` elements all equal to `value` (rounded once to `dtype`). */
+  fill(dtype: DType, size: number, value: number): Handle;
+  /** Read a buffer back to host storage (same layout as `upload` takes). */
+  read(x: Arg): Promise<Storage>;
+  /** Release a buffer. Called exactly once per handle by the frontend. */
+  free(h: Handle, dtype: DType, size: number): void;
+
+  /** Convert to `to`, rounding once (ties to even). */
+  cast(x: Arg, to: DType, opts?: CastOptions): Handle;
+  /** Materialise a strided view (transpose, slice, broadcast) as a contiguous buffer. */
+  copy(x: View, outDtype: DType): Handle;
+  /** Elementwise unary map. */
+  unary(op: UnaryOp, x: Arg, outDtype: DType): Handle;
+  /** Elementwise binary map over broadcast views of the output shape. */
+  binary(op: BinaryOp, a: View, b: View, outDtype: DType): Handle;
+  /** `cond ? a : b` elementwise over broadcast views of the output shape. */
+  where(cond: View, a: View, b: View, outDtype: DType): Handle;
+  /** Reduce the middle axis of `[outer, reduce, inner]`; sums accumulate in f32 (f64 for f64). */
+  reduce(op: ReduceOp, x: Arg, outer: number, reduce: number, inner: number, outDtype: DType): Handle;
+  /** Batched matrix product, accumulating in f32 (f64 for f64). */
+  matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType): Handle;
+  /** Concatenate `[outer, sizes[i], inner]` blocks along the middle axis. */
+  concat(xs: readonly Arg[], outer: number, sizes: readonly number[], inner: number, outDtype: DType): Handle;
+  /** `out[o, j, i] = x[o, idx[j], i]` for `x` laid out as `[outer, axis, inner]`; i32 indices. */
+  gather(x: Arg, idx: Arg, outer: number, axis: number, inner: number): Handle;
+  /** `out = base; out[o, idx[j], i] += upd[o, j, i]`; i32 indices, accumulation in f32 (f64). */
+  scatterAdd(base: Arg, idx: Arg, upd: Arg, outer: number, axis: number, inner: number): Handle;
+  /** Fill a new buffer from the counter-based PRNG. */
+  random(key: Key, size: number, dtype: DType, dist: RandomKind): Handle;
+}

@@ -1,0 +1,55 @@
+/**
+ * nbit: a functional tensor library for training neural networks in N-bit precision (f64, f32,
+ * f16, bf16, fp8 and 8-bit optimizer states) on the CPU and WebGPU.
+ *
+ * @example
+ * ```ts
+ * import * as nb from "./mod.ts";
+ * const f = (p: { w: nb.Tensor }) => nb.sum(nb.square(p.w));
+ * const [loss, g] = nb.valueAndGrad(f)({ w: nb.tensor([1, 2, 3]) });
+ * console.log(await loss.item(), await g.w.data()); // 14, [2, 4, 6]
+ * ```
+ *
+ * @module
+ */
+export {
+  byteSize,
+  type CastOptions,
+  type DType,
+  dtypes,
+  finfo,
+  type FInfo,
+  isFloating,
+  promoteTypes,
+  roundTo,
+} from "./lib/dtype.ts";
+export type { Backend } from "./lib/backend/backend.ts";
+export { cpu } from "./lib/backend/cpu/cpu.ts";
+export {
+  arange,
+  dispose,
+  full,
+  keep,
+  memory,
+  type MemoryInfo,
+  type NestedArray,
+  ones,
+  resetPeak,
+  Tensor,
+  tensor,
+  type TensorOptions,
+  tidy,
+  zeros,
+} from "./lib/tensor.ts";
+export * from "./lib/ops/mod.ts";
+export { grad, type GradOptions, valueAndGrad, vjp } from "./lib/autodiff.ts";
+export {
+  intercept,
+  type Interceptor,
+  type Meta,
+  type OpCall,
+  type OpDef,
+  type OpTag,
+} from "./lib/op.ts";
+export * as tree from "./lib/tree.ts";
+export * as random from "./lib/random.ts";
