@@ -952,6 +952,9 @@ Deno.test("decode: widened types; same object for f32/f64/i32/u8/bool", () => {
     const w = decode(d, s);
     assert.equal(w.constructor.name, want[d]);
     assert.deepEqual(Array.from(w), [1, -2, 0.5].map((x) => roundTo(d, x)));
+    if (d === "f64" || d === "f32" || d === "i32" || d === "u8" || d === "bool") {
+      assert.equal(w, s, `${d}: decode returns the storage itself`);
+    }
   }
   assert.throws(() => decode("f16", new Float32Array(2)), /expected Uint16Array storage/);
   assert.throws(() => decode("f32", new Uint16Array(2)), /expected Float32Array storage/);

@@ -1,0 +1,303 @@
+/**
+ * Pure train steps, precision transformers' contract, and the training loop.
+ *
+ * ## The Step contract
+ *
+ * A {@linkcode Step} is a pure function `(state, batch) → [newState, metrics]` that only enqueues
+ * device work (nothing is read back). It carries its {@linkcode StepParts}, which a transformer
+ * (`Step → Step`) may wrap one by one; `makeStep(parts)` rebuilds the function from the parts:
+ *
+ * 1. `init(params)` makes the {@linkcode TrainState}. A plugin that needs state adds it under
+ *    `state.plugins[name]` (plain trees of tensors, so checkpoints hold them).
+ * 2. `objective(params, batch, state)` computes `{ loss, value?, aux? }` inside differentiation:
+ *    `value` (default `loss`) is what is differentiated, `loss` what is reported. Wrap it to
+ *    change what the model sees (compute-dtype copies of params, autocast, loss scaling).
+ * 3. `gradient(objective, state, batch)` differentiates `objective` w.r.t. `state.params` and
+ *    returns `{ grads, loss, aux }`; grads have the params' dtypes.
+ * 4. `update(state, grads)` returns `{ state, metrics }`: the base one runs the optimizer. Wrap
+ *    it to transform gradients before the update (unscale, clip) or to select between the new
+ *    and the old state (skip non-finite steps).
+ *
+ * In `pipe(step, a, b)`, `b` wraps `a`: `b`'s `update` runs first and hands (e.g. unscaled)
+ * gradients down to `a`'s. The step runs inside `tidy`: every intermediate is freed; the new
+ * state and metrics are returned; the input state is not touched (and not freed).
+ *
+ * @module
+ */
+import type { Tensor } from "./tensor.ts";
+import { dispose, tidy } from "./tensor.ts";
+import { valueAndGrad } from "./autodiff.ts";
+import { leaves } from "./tree.ts";
+import { add } from "./ops/elementwise.ts";
+import type { Optimizer } from "./optim/types.ts";
+
+/** Everything a training run carries from step to step. Plain data: trees of tensors. */
+export interface TrainState<P = unknown, O = unknown> {
+  /** The parameters the optimizer updates (master weights under `castParams`). */
+  readonly params: P;
+  /** The optimizer state. */
+  readonly opt: O;
+  /** Number of step calls so far (applied or skipped), a host number. */
+  readonly step: number;
+  /** Plugin state slots by plugin name (e.g. `gradScale: { scale, tracker }`). */
+  readonly plugins: Readonly<Record<string, unknown>>;
+}
+
+/** Scalar tensors reported by a step (`loss` always; `scale`, `skipped` under `gradScale`). */
+export type Metrics = Record<string, Tensor>;
+
+/** What the differentiated objective returns. */
+export interface ObjectiveOut {
+  /** The loss to report (unscaled). */
+  readonly loss: Tensor;
+  /** The value to differentiate (defaults to `loss`; `gradScale` puts the scaled loss here). */
+  readonly value?: Tensor;
+  /** Anything else the loss function returned (not differentiated). */
+  readonly aux?: unknown;
+}
+
+/** The objective part: runs inside differentiation. */
+export type Objective<B = unknown> = (
+  params: unknown,
+  batch: B,
+  state: TrainState,
+) => ObjectiveOut;
+
+/** The gradient part's result. */
+export interface GradientOut {
+  readonly grads: unknown;
+  readonly loss: Tensor;
+  readonly aux?: unknown;
+}
+
+/** The update part's result. */
+export interface UpdateOut {
+  readonly state: TrainState;
+  readonly metrics: Metrics;
+}
+
+/** The wrappable parts of a step (see the module docs for the contract). */
+export interface StepParts<B = unknown> {
+  readonly init: (params: unknown) => TrainState;
+  readonly objective: Objective<B>;
+  readonly gradient: (objective: Objective<B>, state: TrainState, batch: B) => GradientOut;
+  readonly update: (state: TrainState, grads: unknown) => UpdateOut;
+}
+
+/** A pure train step with its parts. */
+export interface Step<B = unknown> {
+  (state: TrainState, batch: B): [TrainState, Metrics];
+  /** Make the initial state from params (which the state then shares; it does not copy). */
+  init(params: unknown): TrainState;
+  /** The parts, for transformers. */
+  readonly parts: StepParts<B>;
+}
+
+/** A step transformer (a precision plugin). */
+export type Transformer = <B>(step: Step<B>) => Step<B>;
+
+/**
+ * Build a step function from parts.
+ *
+ * @example
+ * ```ts
+ * const wrapped = makeStep({ ...step.parts, objective: myObjective });
+ * ```
+ */
+export function makeStep<B>(parts: StepParts<B>): Step<B> {
+  const fn = (state: TrainState, batch: B): [TrainState, Metrics] =>
+    tidy(() => {
+      const g = parts.gradient(parts.objective, state, batch);
+      const u = parts.update(state, g.grads);
+      return [{ ...u.state, step: state.step + 1 }, { loss: g.loss, ...u.metrics }];
+    });
+  return Object.assign(fn, { init: (p: unknown) => parts.init(p), parts });
+}
+
+/** The user's loss: `(params, batch) → loss` or `→ [loss, aux]`. */
+export type LossFn<P, B> = (params: P, batch: B) => Tensor | [Tensor, unknown];
+
+/**
+ * A plain train step: differentiate `loss` w.r.t. the params and apply `optimizer`.
+ *
+ * @example
+ * ```ts
+ * const step = trainStep({ loss: (p, b) => crossEntropy(mlp(p, b.x), b.y), optimizer: adam() });
+ * let state = step.init(params);
+ * const [next, metrics] = step(state, batch);
+ * ```
+ */
+export function trainStep<P, B>(
+  opts: { loss: LossFn<P, B>; optimizer: Optimizer },
+): Step<B> {
+  const { loss, optimizer } = opts;
+  return makeStep<B>({
+    init: (params) => ({ params, opt: optimizer.init(params), step: 0, plugins: {} }),
+    objective: (params, batch) => {
+      const out = loss(params as P, batch);
+      return Array.isArray(out) ? { loss: out[0], aux: out[1] } : { loss: out };
+    },
+    gradient: (objective, state, batch) => {
+      const f = (p: unknown) => {
+        const o = objective(p, batch, state);
+        return [o.value ?? o.loss, { loss: o.loss, aux: o.aux }] as [Tensor, ObjectiveOut];
+      };
+      const [[, out], grads] = valueAndGrad(f, { hasAux: true })(state.params);
+      return { grads, loss: out.loss, aux: out.aux };
+    },
+    update: (state, grads) => {
+      const [params, opt] = optimizer.update(grads, state.opt, state.params);
+      return { state: { ...state, params, opt }, metrics: {} };
+    },
+  });
+}
+
+/**
+ * Apply transformers in order: `pipe(step, a, b)` is `b(a(step))`.
+ *
+ * @example
+ * ```ts
+ * const step = pipe(trainStep({ loss, optimizer }), castParams("f16"), gradScale());
+ * ```
+ */
+export function pipe<B>(step: Step<B>, ...transformers: Transformer[]): Step<B> {
+  return transformers.reduce((s, t) => t(s), step);
+}
+
+/**
+ * Dispose the tensors of `old` that neither `next` nor `alsoKeep` holds (a replaced state's own
+ * buffers).
+ *
+ * @example
+ * ```ts
+ * const [next] = step(state, batch);
+ * disposeReplaced(state, next);
+ * ```
+ */
+export function disposeReplaced(old: unknown, next: unknown, alsoKeep?: unknown): void {
+  const keepSet = new Set([...leaves(next), ...leaves(alsoKeep)]);
+  for (const t of leaves(old)) if (!keepSet.has(t)) t.dispose();
+}
+
+/** One logged entry of {@linkcode fit}'s history. */
+export interface LogEntry {
+  /** Steps done so far. */
+  readonly step: number;
+  /** Epoch index (0-based) of the last step. */
+  readonly epoch: number;
+  /** Mean of `metrics.loss` over the steps since the previous log. */
+  readonly loss: number;
+  /** The other metrics of the last step (e.g. `scale`), and `skipped`: the count since the previous log. */
+  readonly metrics: Readonly<Record<string, number>>;
+}
+
+/** Options of {@linkcode fit}. */
+export interface FitOptions {
+  /** Passes over `batches` (default 1). */
+  epochs?: number;
+  /** Read metrics back every this many steps (default 100; also at the end). */
+  logEvery?: number;
+  /** Called with each log entry. */
+  onLog?: (entry: LogEntry) => void;
+}
+
+/**
+ * Run `step` over `batches` for `epochs`. Metrics are accumulated on the device and read back
+ * only every `logEvery` steps. Every state `fit` replaces is freed, except the one passed in,
+ * which stays the caller's; the returned state is the caller's to free.
+ *
+ * @example
+ * ```ts
+ * const { state: trained, history } = await fit(step, state, (epoch) => batchesFor(epoch), {
+ *   epochs: 5,
+ *   logEvery: 50,
+ * });
+ * ```
+ */
+export async function fit<B>(
+  step: Step<B>,
+  state: TrainState,
+  batches: Iterable<B> | ((epoch: number) => Iterable<B>),
+  opts: FitOptions = {},
+): Promise<{ state: TrainState; history: LogEntry[] }> {
+  const epochs = opts.epochs ?? 1;
+  const logEvery = opts.logEvery ?? 100;
+  const history: LogEntry[] = [];
+  let current = state;
+  let lossSum: Tensor | undefined;
+  let skippedSum: Tensor | undefined;
+  let last: Metrics | undefined;
+  let window = 0;
+  let epoch = 0;
+  const flush = async () => {
+    if (!last || !lossSum) return;
+    const metrics: Record<string, number> = {};
+    for (const [k, v] of Object.entries(last)) if (k !== "loss") metrics[k] = await v.item();
+    if (skippedSum) metrics.skipped = await skippedSum.item();
+    const entry = { step: current.step, epoch, loss: (await lossSum.item()) / window, metrics };
+    history.push(entry);
+    opts.onLog?.(entry);
+    dispose([lossSum, skippedSum, last]);
+    lossSum = skippedSum = last = undefined;
+    window = 0;
+  };
+  for (epoch = 0; epoch < epochs; epoch++) {
+    const source = typeof batches === "function" ? batches(epoch) : batches;
+    for (const batch of source) {
+      const [next, metrics] = step(current, batch);
+      if (current !== state) disposeReplaced(current, next, state);
+      current = next;
+      const acc = tidy(() => ({
+        loss: lossSum ? add(lossSum, metrics.loss) : add(metrics.loss, 0),
+        skipped: metrics.skipped
+          ? (skippedSum ? add(skippedSum, metrics.skipped) : add(metrics.skipped, 0))
+          : undefined,
+      }));
+      dispose([lossSum, skippedSum, last]);
+      lossSum = acc.loss;
+      skippedSum = acc.skipped;
+      last = metrics;
+      window++;
+      if (window >= logEvery) await flush();
+    }
+  }
+  epoch = Math.max(0, epoch - 1);
+  await flush();
+  return { state: current, history };
+}
+
+/**
+ * Run `fn` over `batches` without gradients and return the sum and the mean (over batches) of
+ * each scalar metric it returns. Sums are accumulated on the device and read once.
+ *
+ * @example
+ * ```ts
+ * const { sum } = await evaluate((b) => ({ correct: sum(equal(argmax(mlp(p, b.x)), b.y)) }), test);
+ * ```
+ */
+export async function evaluate<B>(
+  fn: (batch: B) => Record<string, Tensor>,
+  batches: Iterable<B>,
+): Promise<{ sum: Record<string, number>; mean: Record<string, number>; batches: number }> {
+  let acc: Record<string, Tensor> | undefined;
+  let n = 0;
+  for (const batch of batches) {
+    const nextAcc: Record<string, Tensor> = tidy(() => {
+      const m = fn(batch);
+      const out: Record<string, Tensor> = {};
+      for (const [k, v] of Object.entries(m)) out[k] = add(acc?.[k] ?? 0, v);
+      return out;
+    });
+    dispose(acc);
+    acc = nextAcc;
+    n++;
+  }
+  const sum: Record<string, number> = {};
+  const mean: Record<string, number> = {};
+  for (const [k, v] of Object.entries(acc ?? {})) {
+    sum[k] = await v.item();
+    mean[k] = sum[k] / n;
+  }
+  dispose(acc);
+  return { sum, mean, batches: n };
+}
