@@ -17,13 +17,27 @@ export {
   type CastOptions,
   type DType,
   dtypes,
-  finfo,
   type FInfo,
+  finfo,
   isFloating,
   promoteTypes,
   roundTo,
+  type Storage,
+  type Widened,
 } from "./lib/dtype.ts";
-export type { Backend } from "./lib/backend/backend.ts";
+export type {
+  Arg,
+  Backend,
+  BinaryOp,
+  Handle,
+  MatmulGeometry,
+  RandomKind,
+  ReduceOp,
+  UnaryOp,
+  View,
+} from "./lib/backend/backend.ts";
+export type { Key } from "./lib/prng.ts";
+export type { LearningRate, Optimizer, Schedule } from "./lib/optim/types.ts";
 export { cpu } from "./lib/backend/cpu/cpu.ts";
 export {
   arange,
@@ -53,3 +67,25 @@ export {
 } from "./lib/op.ts";
 export * as tree from "./lib/tree.ts";
 export * as random from "./lib/random.ts";
+export * as nn from "./lib/nn/mod.ts";
+export * as optim from "./lib/optim/mod.ts";
+export {
+  disposeReplaced,
+  evaluate,
+  fit,
+  type FitOptions,
+  type GradientOut,
+  type LogEntry,
+  type LossFn,
+  makeStep,
+  type Metrics,
+  type Objective,
+  type ObjectiveOut,
+  pipe,
+  type Step,
+  type StepParts,
+  type TrainState,
+  trainStep,
+  type Transformer,
+  type UpdateOut,
+} from "./lib/train.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 import { isFloating } from "./dtype.ts";
-import { opaque, recording, type Tape } from "./op.ts";
+import { opaque, recording, type Tape, type TapeNode } from "./op.ts";
 import { ones, Tensor, tidy, zeros } from "./tensor.ts";
 import { leaves, unflatten } from "./tree.ts";
 import { add, astype } from "./ops/elementwise.ts";
@@ -21,10 +21,12 @@ export interface GradOptions {
 function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]): Tensor[] {
   return opaque(() => {
     const cot = new Map<Tensor, Tensor>([[y, seed]]);
+    const producer = new Map<Tensor, TapeNode>(tape.nodes.map((n) => [n.out, n]));
     for (let i = tape.nodes.length - 1; i >= 0; i--) {
       const node = tape.nodes[i];
       const g = cot.get(node.out);
       if (!g) continue;
+      checkIndexCast(node, producer.get(node.inputs[0]));
       const needs = node.inputs.map((t) => tape.watched.has(t) && isFloating(t.dtype));
       if (!needs.some(Boolean)) continue;
       if (!node.op.vjp) {
@@ -47,10 +49,24 @@ function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]
         cot.set(x, prev ? add(prev, gc) : gc);
       });
     }
-    return inputs.map((x) =>
-      cot.get(x) ?? zeros(x.shape, { dtype: x.dtype, device: x.device })
-    );
+    return inputs.map((x) => cot.get(x) ?? zeros(x.shape, { dtype: x.dtype, device: x.device }));
   });
+}
+
+/**
+ * A float cast of an integer computed from the parameters by an op with no VJP (argmax, argmin)
+ * would silently give a zero gradient: say which op instead. Bool masks (compare, all, any)
+ * cast to float are fine: their gradient is zero by definition.
+ */
+function checkIndexCast(node: TapeNode, from: TapeNode | undefined): void {
+  if (!node.op.tags.includes("cast") || !from || from.op.vjp) return;
+  const x = node.inputs[0];
+  if (isFloating(x.dtype) || x.dtype === "bool" || !isFloating(node.out.dtype)) return;
+  throw new Error(
+    `grad: op "${from.op.name}" is not differentiable, but its ${x.dtype} output is cast to ` +
+      `${node.out.dtype} and reaches the loss; compute it outside the differentiated function ` +
+      "or wrap it in stopGradient(...) if a zero gradient is what you want",
+  );
 }
 
 /**
@@ -68,6 +84,17 @@ export function valueAndGrad<P, R extends unknown[]>(
   f: (params: P, ...rest: R) => Tensor,
   opts?: { hasAux?: false },
 ): (params: P, ...rest: R) => [Tensor, P];
+/**
+ * A function that returns `[f(params, ...rest), ∂f/∂params]`. `params` is a tree of tensors;
+ * the gradient tree has the same structure and each gradient its parameter's dtype. With
+ * `hasAux`, `f` returns `[loss, aux]` and the result is `[[loss, aux], grads]`.
+ *
+ * @example
+ * ```ts
+ * const f = (p: { w: Tensor }) => sum(square(p.w));
+ * const [loss, g] = valueAndGrad(f)({ w: tensor([1, 2]) }); // loss 5, g.w = [2, 4]
+ * ```
+ */
 export function valueAndGrad<P, R extends unknown[], X>(
   f: (params: P, ...rest: R) => [Tensor, X],
   opts: { hasAux: true },

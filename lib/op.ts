@@ -13,7 +13,7 @@
  */
 import type { DType } from "./dtype.ts";
 import type { Backend, Handle } from "./backend/backend.ts";
-import { checkDevice, fromHandle, shareBuffer, Tensor } from "./tensor.ts";
+import { checkDevice, fromHandle, shareBuffer, Tensor, tidy } from "./tensor.ts";
 
 /**
  * Neutral tags that describe what an op does; plugins map them to policies.
@@ -43,7 +43,9 @@ export type OpTag =
 
 /** Shape and dtype of a tensor, as seen by shape rules. */
 export interface Meta {
+  /** Dimensions. */
   readonly shape: readonly number[];
+  /** Element type. */
   readonly dtype: DType;
 }
 
@@ -156,6 +158,21 @@ export function recording<T>(tape: Tape, body: () => T): T {
   }
 }
 
+/**
+ * @internal Run `fn` and free every tensor it creates except its result (scalar operands,
+ * promotion casts, the insides of composite ops), so an op called outside `tidy` leaks nothing.
+ * While a tape records, the temporaries are kept: the backward pass reads them, and the
+ * enclosing `grad` frees them when it returns.
+ *
+ * @example
+ * ```ts
+ * const y = temporaries(() => add(x, full([], 1))); // the scalar tensor is freed
+ * ```
+ */
+export function temporaries<T>(fn: () => T): T {
+  return tapes.length ? fn() : tidy(fn);
+}
+
 // ---------------------------------------------------------------------------------------------
 // apply
 
@@ -176,7 +193,7 @@ function run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
   depth++;
   let out: Tensor;
   try {
-    if (op.compose) out = op.compose(inputs, attrs);
+    if (op.compose) out = temporaries(() => op.compose!(inputs, attrs));
     else {
       const dev = sameDevice(op.name, inputs);
       const meta = op.infer!(inputs, attrs);

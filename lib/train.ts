@@ -65,22 +65,31 @@ export type Objective<B = unknown> = (
 
 /** The gradient part's result. */
 export interface GradientOut {
+  /** Gradients, same tree as the params, in the params' dtypes. */
   readonly grads: unknown;
+  /** The reported (unscaled) loss. */
   readonly loss: Tensor;
+  /** The loss function's aux output. */
   readonly aux?: unknown;
 }
 
 /** The update part's result. */
 export interface UpdateOut {
+  /** The new state (params, optimizer and plugin state). */
   readonly state: TrainState;
+  /** Metrics added by the update (e.g. `scale`, `skipped`). */
   readonly metrics: Metrics;
 }
 
 /** The wrappable parts of a step (see the module docs for the contract). */
 export interface StepParts<B = unknown> {
+  /** Make the initial state from params. */
   readonly init: (params: unknown) => TrainState;
+  /** The differentiated objective. */
   readonly objective: Objective<B>;
+  /** Differentiate an objective w.r.t. `state.params`. */
   readonly gradient: (objective: Objective<B>, state: TrainState, batch: B) => GradientOut;
+  /** Apply gradients to the state. */
   readonly update: (state: TrainState, grads: unknown) => UpdateOut;
 }
 

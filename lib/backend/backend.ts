@@ -14,8 +14,11 @@ export type Handle = unknown;
 
 /** A flat buffer with its element type and length. */
 export interface Arg {
+  /** The buffer. */
   readonly h: Handle;
+  /** Element type of the buffer. */
   readonly dtype: DType;
+  /** Number of elements. */
   readonly size: number;
 }
 
@@ -24,8 +27,11 @@ export interface Arg {
  * `[i0, i1, …]` is `buffer[offset + Σ ik·strides[k]]`. A stride of 0 broadcasts.
  */
 export interface View extends Arg {
+  /** Shape of the view (the output's shape). */
   readonly shape: readonly number[];
+  /** Element stride per axis (0 broadcasts). */
   readonly strides: readonly number[];
+  /** Element offset of index `[0, …, 0]`. */
   readonly offset: number;
 }
 
@@ -66,13 +72,17 @@ export type ReduceOp = "sum" | "max" | "min" | "argmax" | "argmin" | "all" | "an
 
 /** Matrix product geometry: `batch` products of `[m, k] × [k, n]`. */
 export interface MatmulGeometry {
+  /** Number of products (the product of `batchShape`). */
   readonly batch: number;
+  /** Rows of the output. */
   readonly m: number;
+  /** The contracted dimension. */
   readonly k: number;
+  /** Columns of the output. */
   readonly n: number;
-  /** Element offset between consecutive batches of `a` (0 broadcasts). */
+  /** Element stride of `a` per batch dim (0 broadcasts). */
   readonly aBatchStride: readonly number[];
-  /** Element offset between consecutive batches of `b` (0 broadcasts). */
+  /** Element stride of `b` per batch dim (0 broadcasts). */
   readonly bBatchStride: readonly number[];
   /** Batch dims of the output, whose product is `batch`. */
   readonly batchShape: readonly number[];
@@ -125,15 +135,42 @@ export interface Backend {
   /** `cond ? a : b` elementwise over broadcast views of the output shape. */
   where(cond: View, a: View, b: View, outDtype: DType): Handle;
   /** Reduce the middle axis of `[outer, reduce, inner]`; sums accumulate in f32 (f64 for f64). */
-  reduce(op: ReduceOp, x: Arg, outer: number, reduce: number, inner: number, outDtype: DType): Handle;
+  reduce(
+    op: ReduceOp,
+    x: Arg,
+    outer: number,
+    reduce: number,
+    inner: number,
+    outDtype: DType,
+  ): Handle;
   /** Batched matrix product, accumulating in f32 (f64 for f64). */
   matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType): Handle;
   /** Concatenate `[outer, sizes[i], inner]` blocks along the middle axis. */
-  concat(xs: readonly Arg[], outer: number, sizes: readonly number[], inner: number, outDtype: DType): Handle;
+  concat(
+    xs: readonly Arg[],
+    outer: number,
+    sizes: readonly number[],
+    inner: number,
+    outDtype: DType,
+  ): Handle;
   /** `out[o, j, i] = x[o, idx[j], i]` for `x` laid out as `[outer, axis, inner]`; i32 indices. */
   gather(x: Arg, idx: Arg, outer: number, axis: number, inner: number): Handle;
   /** `out = base; out[o, idx[j], i] += upd[o, j, i]`; i32 indices, accumulation in f32 (f64). */
   scatterAdd(base: Arg, idx: Arg, upd: Arg, outer: number, axis: number, inner: number): Handle;
   /** Fill a new buffer from the counter-based PRNG. */
   random(key: Key, size: number, dtype: DType, dist: RandomKind): Handle;
+  /**
+   * Block-wise 8-bit quantization (bitsandbytes), u8 output of `x.size`. Element i of block
+   * `b = ⌊i / blockSize⌋` gets the index of the `map` entry (256 ascending f32) nearest to
+   * `y = clamp(x[i] / absmax[b], −1, 1)` computed in f32, ties to the lower index; `y = 0` when
+   * `absmax[b]` is not > 0 or `y` is NaN. With `signGuard`, if `x[i] < 0` and `map[c] ≥ 0` then
+   * `c − 1` (when c > 0); if `x[i] > 0` and `map[c] < 0` then `c + 1` (when c < 255).
+   * `x` is any float dtype; `absmax` f32 of ⌈n / blockSize⌉; optional until every backend has it.
+   */
+  quantize?(x: Arg, absmax: Arg, map: Arg, blockSize: number, signGuard: boolean): Handle;
+  /**
+   * `out[i] = map[codes[i]] · absmax[⌊i / blockSize⌋]` computed in f32, rounded once to
+   * `outDtype` (a float dtype); `codes` u8, `absmax` and `map` f32.
+   */
+  dequantize?(codes: Arg, absmax: Arg, map: Arg, blockSize: number, outDtype: DType): Handle;
 }

@@ -1,0 +1,26 @@
+/**
+ * Optimizers (optax style, PyTorch update rules), gradient transforms and learning-rate
+ * schedules.
+ *
+ * @example
+ * ```ts
+ * import { adamw, chain, clipByGlobalNorm, cosine } from "./mod.ts";
+ * const opt = chain(clipByGlobalNorm(1), adamw({ lr: cosine(1e-3, 10_000, { warmupSteps: 500 }) }));
+ * ```
+ *
+ * @module
+ */
+export type { LearningRate, Optimizer, Schedule } from "./types.ts";
+export { chain, type GradientTransform } from "./transform.ts";
+export { sgd, type SgdOptions, type SgdState } from "./sgd.ts";
+export { adam, type AdamOptions, type AdamState, adamw } from "./adam.ts";
+export { clipByGlobalNorm, globalNorm } from "./clip.ts";
+export { constant, cosine, type CosineOptions, warmup } from "./schedule.ts";
+export {
+  computeDtype,
+  initCount,
+  learningRateAt,
+  mapLeaves,
+  matchingLeaves,
+  zerosLike,
+} from "./common.ts";
