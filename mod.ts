@@ -89,3 +89,29 @@ export {
   type Transformer,
   type UpdateOut,
 } from "./lib/train.ts";
+export {
+  CHECKPOINT_VERSION,
+  encodeState,
+  encodeTree,
+  load,
+  type LoadOptions,
+  loadState,
+  type LoadStateOptions,
+  save,
+  saveState,
+  type SaveStateOptions,
+  STATE_KEY,
+  TREE_KEY,
+  type WriterLike,
+} from "./lib/checkpoint.ts";
+export {
+  decodeSafetensors,
+  encodeSafetensors,
+  MAX_HEADER_BYTES,
+  safetensorsDType,
+  type SafetensorsEntry,
+  safetensorsErrorCode,
+  type SafetensorsErrorCode,
+  type SafetensorsFile,
+} from "./lib/safetensors.ts";
+export { type CheckpointErrorCode, checkpointErrorCode, MAX_TREE_DEPTH } from "./lib/tree_codec.ts";
