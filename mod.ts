@@ -115,3 +115,32 @@ export {
   type SafetensorsFile,
 } from "./lib/safetensors.ts";
 export { type CheckpointErrorCode, checkpointErrorCode, MAX_TREE_DEPTH } from "./lib/tree_codec.ts";
+export {
+  castFloating,
+  definePlugin,
+  type NextUpdate,
+  type PluginHooks,
+  pluginState,
+  selectTree,
+  traceGrads,
+  withPluginState,
+} from "./plugins/plugin.ts";
+export {
+  autocast,
+  type AutocastPolicy,
+  type AutocastSpec,
+  classifyOp,
+  type OpClass,
+  type OpInfo,
+  withAutocast,
+} from "./plugins/autocast.ts";
+export { castParams, type CastParamsOptions } from "./plugins/cast_params.ts";
+export {
+  GRAD_SCALE,
+  gradScale,
+  type GradScaleOptions,
+  type GradScaleState,
+  type StaticScale,
+  updateScale,
+} from "./plugins/grad_scale.ts";
+export { precision, type PresetName, presetNames } from "./plugins/presets.ts";
