@@ -24,3 +24,22 @@ export {
   matchingLeaves,
   zerosLike,
 } from "./common.ts";
+export {
+  adam8bit,
+  type Adam8bitOptions,
+  type Adam8bitState,
+  adamw8bit,
+  type Blockwise8bitOptions,
+  type Moment,
+  sgd8bit,
+  type Sgd8bitOptions,
+  type Sgd8bitState,
+} from "./optim8bit.ts";
+export {
+  blockAbsmax,
+  dequantizeBlockwise,
+  dynamicMap,
+  quantizeBlockwise,
+  type QuantizeOptions,
+  type Quantized,
+} from "./quantize.ts";

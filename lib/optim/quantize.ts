@@ -28,7 +28,11 @@ import { concat, reshape } from "../ops/shape.ts";
 /** Powers of ten for the seven decades of the dynamic map (1e−6 … 1e0). */
 const DECADES = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1];
 
-/** `torch.linspace(start, end, steps)` in f32 (both halves, as torch's CPU kernel). */
+/**
+ * `torch.linspace(start, end, steps)` in f32: an f32 step, the first half counted up from
+ * `start` and the second down from `end`, each point rounded once (a fused multiply-add). This
+ * reproduces bitsandbytes' published map bit for bit.
+ */
 function linspaceF32(start: number, end: number, steps: number): Float32Array {
   const f = Math.fround;
   const s = f(start);
@@ -37,7 +41,7 @@ function linspaceF32(start: number, end: number, steps: number): Float32Array {
   const half = Math.floor(steps / 2);
   return Float32Array.from(
     { length: steps },
-    (_, i) => i < half ? f(s + f(step * i)) : f(e - f(step * (steps - i - 1))),
+    (_, i) => i < half ? f(s + step * i) : f(e - step * (steps - i - 1)),
   );
 }
 

@@ -5,12 +5,20 @@
  *
  * @module
  */
-import { type CastOptions, decode, type DType, encode, type Storage, storageFor } from "../../dtype.ts";
+import {
+  type CastOptions,
+  decode,
+  type DType,
+  encode,
+  type Storage,
+  storageFor,
+} from "../../dtype.ts";
 import type { Arg, Backend, Handle, MatmulGeometry, RandomKind, View } from "../backend.ts";
 import { fillBernoulli, fillNormal, fillUniform, type Key } from "../../prng.ts";
 import { binaryFn, unaryFn } from "./elementwise.ts";
 import { matmulKernel } from "./matmul.ts";
 import { reduceKernel } from "./reduce.ts";
+import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 
@@ -105,7 +113,7 @@ export const cpu: Backend = {
   fill(dtype: DType, size: number, value: number): Handle {
     const one = encode(dtype, [value]);
     const out = storageFor(dtype, size);
-    if (one[0] !== 0) out.fill(one[0] as never);
+    if (!Object.is(one[0], 0)) out.fill(one[0] as never); // −0 too
     return out;
   },
   read: (x: Arg) => Promise.resolve(x.h as Storage),
@@ -215,5 +223,12 @@ export const cpu: Backend = {
     if (dist.kind === "uniform") fillUniform(key, out, dist.lo, dist.hi);
     else fillNormal(key, out);
     return store(dtype, out);
+  },
+  quantize: (x, absmax, map, blockSize, signGuard) =>
+    quantizeKernel(values(x), values(absmax), values(map), blockSize, signGuard, x.size),
+  dequantize(codes, absmax, map, blockSize, outDtype) {
+    const out = computeArray(outDtype, codes.size) as Float32Array | Float64Array;
+    dequantizeKernel(values(codes), values(absmax), values(map), blockSize, out);
+    return store(outDtype, out);
   },
 };
