@@ -142,19 +142,22 @@ export function grad<P, R extends unknown[]>(
   const vg = valueAndGrad(f);
   return (params: P, ...rest: R) => {
     const [loss, g] = vg(params, ...rest);
-    loss.dispose();
+    if (!leaves(params).includes(loss)) loss.dispose(); // f may return a parameter itself
     return g;
   };
 }
 
 /**
- * Vector–Jacobian product: `[f(x), (ct) => ctᵀ·∂f/∂x]` for a tensor-valued `f`. The pullback may
- * be called once; intermediates live until it is called.
+ * Vector–Jacobian product: `[f(x), (ct) => ctᵀ·∂f/∂x]` for a tensor-valued `f`. The pullback
+ * reads the forward intermediates, which belong to the enclosing `tidy` scope: call `vjp` and
+ * its pullback inside one `tidy`, which frees them when it ends.
  *
  * @example
  * ```ts
- * const [y, pull] = vjp((x: Tensor) => mul(x, 3), tensor([1, 2]));
- * pull(ones([2])); // [3, 3]
+ * const g = tidy(() => {
+ *   const [y, pull] = vjp((x: Tensor) => mul(x, 3), tensor([1, 2]));
+ *   return pull(ones([2])); // [3, 3]
+ * });
  * ```
  */
 export function vjp<P>(f: (params: P) => Tensor, params: P): [Tensor, (ct: Tensor) => P] {

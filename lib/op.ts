@@ -182,7 +182,7 @@ function sameDevice(op: string, inputs: readonly Tensor[]): Backend {
     if (t.device !== dev) {
       throw new Error(
         `${op}: inputs are on different devices (${dev.name} and ${t.device.name}); ` +
-          "move one with toDevice(t, device) first",
+          "copy one over first, e.g. tensor(await t.data(), { shape: t.shape, dtype: t.dtype, device })",
       );
     }
   }

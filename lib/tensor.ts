@@ -314,7 +314,7 @@ export function dispose(tree: unknown): void {
 
 function collectTensors(x: unknown, out: Set<Tensor>): void {
   if (x instanceof Tensor) out.add(x);
-  else if (Array.isArray(x)) for (const v of x) collectTensors(v, out);
+  else if (Array.isArray(x)) { for (const v of x) collectTensors(v, out); }
   else if (x && typeof x === "object" && Object.getPrototypeOf(x) === Object.prototype) {
     for (const v of Object.values(x)) collectTensors(v, out);
   }

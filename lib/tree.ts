@@ -78,7 +78,9 @@ export function map<T>(fn: (...xs: Tensor[]) => Tensor, tree: T, ...rest: unknow
     if (Array.isArray(x)) {
       others.forEach((o) => {
         if (!Array.isArray(o) || o.length !== x.length) {
-          throw new Error(`tree.map: structures differ at "${path}": an array of ${x.length} against ${kind(o)}`);
+          throw new Error(
+            `tree.map: structures differ at "${path}": an array of ${x.length} against ${kind(o)}`,
+          );
         }
       });
       return x.map((v, i) => walk(v, others.map((o) => (o as unknown[])[i]), `${path}.${i}`));

@@ -7,21 +7,40 @@
 import { apply, type OpDef } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { normAxis } from "./util.ts";
-import { add, div, exp, isFinite, mul, stopGradient, sub, tanh, where } from "./elementwise.ts";
+import {
+  add,
+  astype,
+  div,
+  exp,
+  isFinite,
+  mul,
+  sigmoid,
+  stopGradient,
+  sub,
+  where,
+} from "./elementwise.ts";
 import { logsumexp, max, sum } from "./reduce.ts";
+import { isFloating } from "../dtype.ts";
 
 interface AxisAttrs {
   readonly axis: number;
 }
 
+/** Run a composite in f32 for f16/bf16/fp8 inputs and round its result once, as one op would. */
+function narrowInF32(x: Tensor, body: (x: Tensor) => Tensor): Tensor {
+  if (x.dtype === "f64" || x.dtype === "f32" || !isFloating(x.dtype)) return body(x);
+  return astype(body(astype(x, "f32")), x.dtype);
+}
+
 const softmaxOp: OpDef<AxisAttrs> = {
   name: "softmax",
   tags: ["softmax"],
-  compose: ([x], a) => {
-    const m = stopGradient(max(x, a.axis, true));
-    const e = exp(sub(x, where(isFinite(m), m, 0)));
-    return div(e, sum(e, a.axis, true));
-  },
+  compose: ([x0], a) =>
+    narrowInF32(x0, (x) => {
+      const m = stopGradient(max(x, a.axis, true));
+      const e = exp(sub(x, where(isFinite(m), m, 0)));
+      return div(e, sum(e, a.axis, true));
+    }),
 };
 
 /** exp(x) / Σ exp(x) along `axis` (last by default), computed stably. @example `softmax(tensor([0, 0]))` → `[0.5, 0.5]` */
@@ -31,7 +50,7 @@ export const softmax = (x: Tensor, axis = -1): Tensor =>
 const logSoftmaxOp: OpDef<AxisAttrs> = {
   name: "logSoftmax",
   tags: ["softmax"],
-  compose: ([x], a) => sub(x, logsumexp(x, a.axis, true)),
+  compose: ([x0], a) => narrowInF32(x0, (x) => sub(x, logsumexp(x, a.axis, true))),
 };
 
 /** x − logsumexp(x) along `axis` (last by default). @example `logSoftmax(tensor([0, 0]))` → `[-0.693, -0.693]` */
@@ -41,11 +60,13 @@ export const logSoftmax = (x: Tensor, axis = -1): Tensor =>
 const geluOp: OpDef<undefined> = {
   name: "gelu",
   tags: ["elementwise", "transcendental"],
-  compose: ([x]) => {
-    // tanh approximation (JAX's default): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-    const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
-    return mul(mul(x, 0.5), add(tanh(inner), 1));
-  },
+  compose: ([x0]) =>
+    narrowInF32(x0, (x) => {
+      // tanh approximation (JAX's default): 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³),
+      // written as x·sigmoid(2u): the same function without the cancellation in 1 + tanh(u).
+      const u2 = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), 2 * Math.sqrt(2 / Math.PI));
+      return mul(x, sigmoid(u2));
+    }),
 };
 
 /** GELU, tanh approximation (as JAX's default). @example `gelu(tensor([0]))` → `[0]` */

@@ -6,15 +6,9 @@
  */
 import { type CastOptions, type DType, isFloating, parseDType } from "../dtype.ts";
 import type { BinaryOp, UnaryOp } from "../backend/backend.ts";
-import { apply, type Meta, type OpDef, type OpTag } from "../op.ts";
-import { Tensor } from "../tensor.ts";
-import {
-  asTensors,
-  broadcastShapes,
-  broadcastView,
-  floatOf,
-  type TensorLike,
-} from "./util.ts";
+import { apply, type Meta, type OpDef, type OpTag, temporaries } from "../op.ts";
+import { full, Tensor } from "../tensor.ts";
+import { asTensors, broadcastShapes, broadcastView, floatOf, type TensorLike } from "./util.ts";
 import { sumTo } from "./reduce.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -33,7 +27,8 @@ function unaryOp(
     name,
     tags,
     infer: ([x]) => ({ shape: x.shape, dtype: outDtype(x.dtype) }),
-    kernel: (b, [x], _a, out) => b.unary(kernel, { h: x.handle, dtype: x.dtype, size: x.size }, out.dtype),
+    kernel: (b, [x], _a, out) =>
+      b.unary(kernel, { h: x.handle, dtype: x.dtype, size: x.size }, out.dtype),
     vjp: vjp && ((g, [x], out) => [vjp(g, x, out)]),
   };
 }
@@ -170,13 +165,18 @@ export const binaryOps = {
 };
 
 function binary(op: OpDef<undefined>, a: TensorLike, b: TensorLike): Tensor {
-  let [ta, tb] = asTensors(op.name, a, b);
-  if (ta.dtype !== tb.dtype) {
-    const d = promoteOf(ta.dtype, tb.dtype);
-    if (ta.dtype !== d) ta = astype(ta, d);
-    if (tb.dtype !== d) tb = astype(tb, d);
+  if (a instanceof Tensor && b instanceof Tensor && a.dtype === b.dtype) {
+    return apply(op, [a, b], undefined);
   }
-  return apply(op, [ta, tb], undefined);
+  return temporaries(() => {
+    let [ta, tb] = asTensors(op.name, a, b);
+    if (ta.dtype !== tb.dtype) {
+      const d = promoteOf(ta.dtype, tb.dtype);
+      if (ta.dtype !== d) ta = astype(ta, d);
+      if (tb.dtype !== d) tb = astype(tb, d);
+    }
+    return apply(op, [ta, tb], undefined);
+  });
 }
 
 import { promoteTypes as promoteOf } from "../dtype.ts";
@@ -218,7 +218,9 @@ const whereOp: OpDef<undefined> = {
   tags: ["elementwise", "multi-input"],
   infer: ([c, a, b]) => {
     if (c.dtype !== "bool") {
-      throw new Error(`where: the condition must be bool, got ${c.dtype}; compare first (e.g. greater(x, 0))`);
+      throw new Error(
+        `where: the condition must be bool, got ${c.dtype}; compare first (e.g. greater(x, 0))`,
+      );
     }
     if (a.dtype !== b.dtype) throw new Error("where: internal error, branches must share a dtype");
     const s = broadcastShapes("where", broadcastShapes("where", c.shape, a.shape), b.shape);
@@ -239,7 +241,8 @@ const whereOp: OpDef<undefined> = {
 };
 
 /**
- * `cond ? a : b` elementwise, with broadcasting; the branches promote to one dtype.
+ * `cond ? a : b` elementwise, with broadcasting; the branches promote to one dtype (two JS
+ * numbers give f32).
  *
  * @example
  * ```ts
@@ -247,14 +250,20 @@ const whereOp: OpDef<undefined> = {
  * ```
  */
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
-  let [ta, tb] = asTensors("where", a, b);
-  if (ta.device !== cond.device) ta = ta; // device mismatch is reported by apply
-  if (ta.dtype !== tb.dtype) {
-    const d = promoteOf(ta.dtype, tb.dtype);
-    if (ta.dtype !== d) ta = astype(ta, d);
-    if (tb.dtype !== d) tb = astype(tb, d);
+  if (a instanceof Tensor && b instanceof Tensor && a.dtype === b.dtype) {
+    return apply(whereOp, [cond, a, b], undefined);
   }
-  return apply(whereOp, [cond, ta, tb], undefined);
+  return temporaries(() => {
+    // Two JS numbers: weak f32 scalars on the condition's device.
+    if (typeof a === "number" && typeof b === "number") a = full([], a, { device: cond.device });
+    let [ta, tb] = asTensors("where", a, b);
+    if (ta.dtype !== tb.dtype) {
+      const d = promoteOf(ta.dtype, tb.dtype);
+      if (ta.dtype !== d) ta = astype(ta, d);
+      if (tb.dtype !== d) tb = astype(tb, d);
+    }
+    return apply(whereOp, [cond, ta, tb], undefined);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

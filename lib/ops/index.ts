@@ -4,11 +4,11 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { apply, type OpDef } from "../op.ts";
+import { apply, type OpDef, temporaries } from "../op.ts";
 import { arange, type Tensor, zeros } from "../tensor.ts";
 import { normAxis, prod } from "./util.ts";
 import { astype, equal } from "./elementwise.ts";
-import { expandDims, reshape } from "./shape.ts";
+import { expandDims } from "./shape.ts";
 
 interface AxisAttrs {
   readonly axis: number;
@@ -91,9 +91,11 @@ const scatterAddOp: OpDef<AxisAttrs> = {
  * ```
  */
 export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis = 0): Tensor {
-  return apply(scatterAddOp, [base, indices, astype(updates, base.dtype)], {
-    axis: normAxis("scatterAdd", axis, base.ndim),
-  });
+  const attrs = { axis: normAxis("scatterAdd", axis, base.ndim) };
+  if (updates.dtype === base.dtype) return apply(scatterAddOp, [base, indices, updates], attrs);
+  return temporaries(() =>
+    apply(scatterAddOp, [base, indices, astype(updates, base.dtype)], attrs)
+  );
 }
 
 /**
@@ -106,7 +108,8 @@ export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis 
  */
 export function oneHot(labels: Tensor, depth: number, dtype: DType = "f32"): Tensor {
   checkIndices("oneHot", labels);
-  const classes = arange(depth, undefined, 1, { device: labels.device });
-  const flat = reshape(labels, [...labels.shape]);
-  return astype(equal(expandDims(flat, -1), classes), dtype);
+  return temporaries(() => {
+    const classes = arange(depth, undefined, 1, { device: labels.device });
+    return astype(equal(expandDims(labels, -1), classes), dtype);
+  });
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { promoteTypes } from "../dtype.ts";
-import { apply, type OpDef } from "../op.ts";
+import { apply, type OpDef, temporaries } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { broadcastShapes, prod } from "./util.ts";
 import { astype } from "./elementwise.ts";
@@ -50,7 +50,12 @@ const matmulOp: OpDef<MatmulAttrs> = {
         `matmul: inner dimensions differ: [${a.shape}] @ [${b.shape}] (${k} vs ${k2})`,
       );
     }
-    const batch = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    let batch: number[];
+    try {
+      batch = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; the operands are [${a.shape}] @ [${b.shape}]`);
+    }
     return { shape: [...batch, m, n], dtype: promoteTypes(a.dtype, b.dtype) };
   },
   kernel: (be, [a, b], t, out) => {
@@ -76,16 +81,8 @@ const matmulOp: OpDef<MatmulAttrs> = {
   },
   vjp: (g, [a, b], _out, t, needs) => {
     // C = op(A) op(B): dA = g op(B)ᵀ (or its transpose), dB = op(A)ᵀ g (or its transpose).
-    const da = !needs[0]
-      ? null
-      : t.transA
-      ? mm(b, g, t.transB, true)
-      : mm(g, b, false, !t.transB);
-    const db = !needs[1]
-      ? null
-      : t.transB
-      ? mm(g, a, true, t.transA)
-      : mm(a, g, !t.transA, false);
+    const da = !needs[0] ? null : t.transA ? mm(b, g, t.transB, true) : mm(g, b, false, !t.transB);
+    const db = !needs[1] ? null : t.transB ? mm(g, a, true, t.transA) : mm(a, g, !t.transA, false);
     return [da && sumTo(da, a), db && sumTo(db, b)];
   },
 };
@@ -108,12 +105,15 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     throw new Error(`matmul: operands must be at least 1-D, got [${a.shape}] and [${b.shape}]`);
   }
   const d = promoteTypes(a.dtype, b.dtype);
-  const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]]) : a;
-  const b2 = b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b;
-  let out = mm(astype(a2, d), astype(b2, d), false, false);
-  if (a.ndim === 1) out = reshape(out, [...out.shape.slice(0, -2), out.shape[out.ndim - 1]]);
-  if (b.ndim === 1) out = reshape(out, out.shape.slice(0, -1));
-  return out;
+  if (a.ndim >= 2 && b.ndim >= 2 && a.dtype === d && b.dtype === d) return mm(a, b, false, false);
+  return temporaries(() => {
+    const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]]) : a;
+    const b2 = b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b;
+    let out = mm(astype(a2, d), astype(b2, d), false, false);
+    if (a.ndim === 1) out = reshape(out, [...out.shape.slice(0, -2), out.shape[out.ndim - 1]]);
+    if (b.ndim === 1) out = reshape(out, out.shape.slice(0, -1));
+    return out;
+  });
 }
 
 /**
@@ -126,5 +126,6 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  */
 export function matmulT(a: Tensor, b: Tensor): Tensor {
   const d = promoteTypes(a.dtype, b.dtype);
-  return mm(astype(a, d), astype(b, d), false, true);
+  if (a.dtype === d && b.dtype === d) return mm(a, b, false, true);
+  return temporaries(() => mm(astype(a, d), astype(b, d), false, true));
 }

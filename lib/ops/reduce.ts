@@ -5,13 +5,25 @@
  *
  * @module
  */
-import type { DType } from "../dtype.ts";
+import { type DType, isFloating } from "../dtype.ts";
 import type { ReduceOp } from "../backend/backend.ts";
-import { apply, type Meta, type OpDef } from "../op.ts";
-import { Tensor } from "../tensor.ts";
-import { normAxes, prod } from "./util.ts";
-import { add, div, equal, exp, isFinite, log, mul, stopGradient, sub, where } from "./elementwise.ts";
-import { broadcastTo, reshape, transpose } from "./shape.ts";
+import { apply, type Meta, type OpDef, temporaries } from "../op.ts";
+import type { Tensor } from "../tensor.ts";
+import { normAxes, prod, stridesOf } from "./util.ts";
+import {
+  add,
+  astype,
+  div,
+  equal,
+  exp,
+  isFinite,
+  log,
+  mul,
+  stopGradient,
+  sub,
+  where,
+} from "./elementwise.ts";
+import { broadcastTo, reshape } from "./shape.ts";
 
 interface ReduceAttrs {
   readonly axes: readonly number[];
@@ -50,20 +62,30 @@ function runReduce(
       outDtype,
     );
   }
-  // Move the reduced axes last (one strided copy), then reduce them together.
-  const keep = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
-  const moved = transpose(x, [...keep, ...axes]);
+  // Move the reduced axes last (one strided copy, freed here), then reduce them together.
+  const perm = [...x.shape.map((_, i) => i).filter((i) => !axes.includes(i)), ...axes];
+  const strides = stridesOf(x.shape);
+  const moved = be.copy({
+    h: x.handle,
+    dtype: x.dtype,
+    size: x.size,
+    shape: perm.map((p) => x.shape[p]),
+    strides: perm.map((p) => strides[p]),
+    offset: 0,
+  }, x.dtype);
   const r = prod(axes.map((a) => x.shape[a]));
-  const h = be.reduce(
-    op,
-    { h: moved.handle, dtype: moved.dtype, size: moved.size },
-    moved.size / Math.max(r, 1),
-    r,
-    1,
-    outDtype,
-  );
-  moved.dispose();
-  return h;
+  try {
+    return be.reduce(
+      op,
+      { h: moved, dtype: x.dtype, size: x.size },
+      prod(perm.slice(0, perm.length - axes.length).map((p) => x.shape[p])),
+      r,
+      1,
+      outDtype,
+    );
+  } finally {
+    be.free(moved, x.dtype, x.size);
+  }
 }
 
 function reduceOp(
@@ -143,13 +165,22 @@ export const all = (x: Tensor, axis?: Axis, keepdims = false): Tensor =>
 export const any = (x: Tensor, axis?: Axis, keepdims = false): Tensor =>
   reduce(reduceOps.any, x, axis, keepdims);
 
+/** A sum that gives f32 for narrow floats (f16, bf16, fp8), so a mean cannot overflow. */
+const wideSumOp = reduceOp(
+  "sum",
+  "sum",
+  (d) => (d === "f64" || !isFloating(d) ? sumDtype(d) : "f32"),
+  (g, [x], _o, a) => [expandBack(g, x, a)],
+);
+
 const meanOp: OpDef<ReduceAttrs> = {
   name: "mean",
   tags: ["reduction"],
   compose: ([x], a) => {
+    // Narrow floats: sum and divide in f32, round once to x's dtype.
     const n = prod(a.axes.map((i) => x.shape[i]));
-    const s = apply(reduceOps.sum, [x], a);
-    return div(s.dtype === "i32" ? s : s, n);
+    const m = div(apply(wideSumOp, [x], a), n);
+    return isFloating(x.dtype) ? astype(m, x.dtype) : m;
   },
 };
 
@@ -157,16 +188,23 @@ const meanOp: OpDef<ReduceAttrs> = {
 export const mean = (x: Tensor, axis?: Axis, keepdims = false): Tensor =>
   reduce(meanOp, x, axis, keepdims);
 
+/** Run a composite in f32 for f16/bf16/fp8 inputs and round its result once, as one op would. */
+function narrowInF32(x: Tensor, body: (x: Tensor) => Tensor): Tensor {
+  if (x.dtype === "f64" || x.dtype === "f32" || !isFloating(x.dtype)) return body(x);
+  return astype(body(astype(x, "f32")), x.dtype);
+}
+
 const logsumexpOp: OpDef<ReduceAttrs> = {
   name: "logsumexp",
   tags: ["reduction", "softmax"],
-  compose: ([x], a) => {
-    const m = stopGradient(apply(reduceOps.max, [x], { axes: a.axes, keepdims: true }));
-    const safe = where(isFinite(m), m, 0);
-    const s = apply(reduceOps.sum, [exp(sub(x, safe))], a);
-    const mOut = a.keepdims ? safe : reshape(safe, reducedShape(x.shape, a.axes, false));
-    return add(log(s), mOut);
-  },
+  compose: ([x0], a) =>
+    narrowInF32(x0, (x) => {
+      const m = stopGradient(apply(reduceOps.max, [x], { axes: a.axes, keepdims: true }));
+      const safe = where(isFinite(m), m, 0);
+      const s = apply(reduceOps.sum, [exp(sub(x, safe))], a);
+      const mOut = a.keepdims ? safe : reshape(safe, reducedShape(x.shape, a.axes, false));
+      return add(log(s), mOut);
+    }),
 };
 
 /**
@@ -197,11 +235,14 @@ const allFiniteOp: OpDef<undefined> = {
  */
 export function allFinite(...xs: Tensor[]): Tensor {
   if (xs.length === 0) throw new Error("allFinite: needs at least one tensor");
-  let acc = apply(allFiniteOp, [xs[0]], undefined);
-  for (let i = 1; i < xs.length; i++) {
-    acc = mul(acc, apply(allFiniteOp, [xs[i]], undefined));
-  }
-  return acc;
+  if (xs.length === 1) return apply(allFiniteOp, [xs[0]], undefined);
+  return temporaries(() => {
+    let acc = apply(allFiniteOp, [xs[0]], undefined);
+    for (let i = 1; i < xs.length; i++) {
+      acc = mul(acc, apply(allFiniteOp, [xs[i]], undefined));
+    }
+    return acc;
+  });
 }
 
 /**

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { apply, type OpDef } from "../op.ts";
+import { apply, type OpDef, temporaries } from "../op.ts";
 import { type Tensor, zeros } from "../tensor.ts";
 import { broadcastShapes, broadcastView, normAxis, prod, stridesOf } from "./util.ts";
 import { promoteTypes } from "../dtype.ts";
@@ -191,9 +191,13 @@ const concatOp: OpDef<AxisAttrs> = {
  */
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   if (xs.length === 0) throw new Error("concat: needs at least one tensor");
+  if (xs[0].ndim === 0) {
+    throw new Error("concat: cannot join 0-d tensors along an axis; use stack(xs) instead");
+  }
   const a = normAxis("concat", axis, xs[0].ndim);
   const d = xs.map((x) => x.dtype).reduce(promoteTypes);
-  return apply(concatOp, xs.map((x) => astype(x, d)), { axis: a });
+  if (xs.every((x) => x.dtype === d)) return apply(concatOp, xs, { axis: a });
+  return temporaries(() => apply(concatOp, xs.map((x) => astype(x, d)), { axis: a }));
 }
 
 /**
@@ -212,7 +216,7 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     }
   }
   const a = normAxis("stack", axis, xs[0].ndim + 1);
-  return concat(xs.map((x) => expandDims(x, a)), a);
+  return temporaries(() => concat(xs.map((x) => expandDims(x, a)), a));
 }
 
 interface SliceAttrs {

@@ -87,7 +87,7 @@ export function binaryFn(op: BinaryOp, a: Num | number, b: Num | number, out: Nu
   }
   const f = binaryMaps[op];
   if (sa && sb) out.fill(f(a, b) as never);
-  else if (sa) for (let i = 0; i < n; i++) out[i] = f(a, (b as Num)[i]);
-  else if (sb) for (let i = 0; i < n; i++) out[i] = f((a as Num)[i], b);
+  else if (sa) { for (let i = 0; i < n; i++) out[i] = f(a, (b as Num)[i]); }
+  else if (sb) { for (let i = 0; i < n; i++) out[i] = f((a as Num)[i], b); }
   else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
 }
