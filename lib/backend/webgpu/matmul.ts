@@ -1,0 +1,74 @@
+/**
+ * The WebGPU matmul entry: dispatches the tiled kernel of `wgsl/matmul.ts`. Packed outputs
+ * whose rows do not fill whole words (f16/bf16 with odd `n`, 1-byte dtypes with `n % 4 ≠ 0`)
+ * go through an f32 buffer and one cast, so no two invocations write the same word.
+ *
+ * @example
+ * ```ts
+ * const h = matmul(ctx, a, b, { batch: 1, m: 2, k: 3, n: 4, aBatchStride: [], bBatchStride: [],
+ *   batchShape: [], transA: false, transB: false }, "f32");
+ * ```
+ *
+ * @module
+ */
+import type { DType } from "../../dtype.ts";
+import type { Arg, MatmulGeometry } from "../backend.ts";
+import { checkAlive, commandEncoder, type Ctx, dispatch } from "./runtime.ts";
+import { flat, output, runMap } from "./elementwise.ts";
+import { perWord, storeF32 } from "./wgsl/dtype.ts";
+import { matmulKernel, TILE } from "./wgsl/matmul.ts";
+
+/** Batched matrix product (see `Backend.matmul`); accumulates in f32. */
+export function matmul(
+  ctx: Ctx,
+  a: Arg,
+  b: Arg,
+  g: MatmulGeometry,
+  outDtype: DType,
+): GPUBuffer {
+  checkAlive(ctx);
+  const direct = g.n % perWord(outDtype) === 0;
+  const dt: DType = direct ? outDtype : "f32";
+  const size = g.batch * g.m * g.n;
+  const buf = output(ctx, dt, size);
+  if (size > 0) {
+    if (g.k === 0) commandEncoder(ctx).clearBuffer(buf);
+    else {
+      const gx = Math.ceil(g.n / TILE);
+      const gy = Math.ceil(g.m / TILE);
+      if (gx > ctx.maxGroups || gy > ctx.maxGroups) {
+        throw new Error(
+          `matmul: a ${g.m}×${g.n} output needs more workgroups than ${ctx.name} allows ` +
+            `(${ctx.maxGroups} per dimension); split the product`,
+        );
+      }
+      const k = matmulKernel({
+        a: a.dtype,
+        b: b.dtype,
+        out: dt,
+        transA: g.transA,
+        transB: g.transB,
+        batchDims: g.batchShape.length,
+      });
+      const params = [
+        g.m,
+        g.n,
+        g.k,
+        g.batch,
+        ...g.batchShape,
+        ...g.aBatchStride.map((s) => s >>> 0),
+        ...g.bBatchStride.map((s) => s >>> 0),
+      ];
+      const gz = Math.min(g.batch, ctx.maxGroups);
+      dispatch(ctx, k, [a.h as GPUBuffer, b.h as GPUBuffer], buf, params, [gx, gy, gz]);
+    }
+  }
+  if (direct) return buf;
+  // Round the f32 sums once, as a compute-array store does (not a saturating cast).
+  const out = runMap(ctx, "mmstore", [flat({ h: buf, dtype: "f32", size })], [size], outDtype, (v) => {
+    const s = storeF32(outDtype, v.f(0));
+    return { deps: s.deps, code: "", bits: s.expr };
+  });
+  ctx.pool.release(buf);
+  return out;
+}

@@ -1,0 +1,310 @@
+/**
+ * The WebGPU runtime shared by every kernel: the device context, the pipeline cache (one
+ * compiled pipeline per kernel signature), uniform parameters, 2-D dispatch for large sizes,
+ * and the command recorder that batches dispatches into one command buffer and submits without
+ * awaiting. The only readback is `readBuffer`, which counts its `mapAsync` calls.
+ *
+ * @example
+ * ```ts
+ * dispatch(ctx, kernel, [input], out, params, words);
+ * const bytes = await readBuffer(ctx, out, 16);
+ * ```
+ *
+ * @module
+ */
+import { type BufferPool, bufferPool } from "./pool.ts";
+
+/** A compute kernel: its cache key, its WGSL source, and its binding counts. */
+export interface Kernel {
+  /** Unique per WGSL source (dtypes, op, flags). */
+  readonly key: string;
+  /** Builds the WGSL source (called once per key). */
+  readonly code: () => string;
+  /** Read-only storage inputs (bindings 1..n); the output is binding n+1. */
+  readonly inputs: number;
+  /** u32 words of uniform parameters (binding 0). */
+  readonly params: number;
+  /** Whether the output binding is read too (read-modify-write kernels). */
+  readonly readsOutput?: boolean;
+}
+
+/** Device state shared by the kernels of one backend instance. */
+export interface Ctx {
+  readonly device: GPUDevice;
+  readonly pool: BufferPool;
+  /** Whether `shader-f16` is enabled. */
+  readonly f16: boolean;
+  readonly maxGroups: number;
+  readonly maxBinding: number;
+  readonly name: string;
+  readonly pipelines: Map<string, GPUComputePipeline>;
+  readonly layouts: Map<number, { bind: GPUBindGroupLayout; pipe: GPUPipelineLayout }>;
+  /** Set when the device is lost; every later call throws it. */
+  lost: string | undefined;
+  /** Rejecters of reads waiting on `mapAsync`, failed at once if the device is lost. */
+  readonly waiters: Set<(e: Error) => void>;
+  /** First uncaptured WebGPU error, thrown (once) by the next call. */
+  error: string | undefined;
+  // Command recording.
+  encoder: GPUCommandEncoder | undefined;
+  pass: GPUComputePassEncoder | undefined;
+  pending: number;
+  readonly pendingParams: GPUBuffer[];
+  flushScheduled: boolean;
+}
+
+let mapCount = 0;
+
+/**
+ * How many `mapAsync` calls (GPU→CPU readbacks) all WebGPU backends have made so far. Only an
+ * explicit read (`t.data()`, `t.item()` …) reads back; kernels never do.
+ *
+ * @example
+ * ```ts
+ * const before = readbackCount();
+ * await t.data();
+ * readbackCount() - before; // 1
+ * ```
+ */
+export function readbackCount(): number {
+  return mapCount;
+}
+
+/** Dispatches recorded into one command buffer before it is submitted. */
+const MAX_PENDING = 64;
+
+/** Make the context for a device (see {@link Ctx}). */
+export function makeCtx(device: GPUDevice, name: string, f16: boolean): Ctx {
+  const limits = device.limits;
+  const ctx: Ctx = {
+    device,
+    pool: bufferPool(device, Math.min(512 * 2 ** 20, limits.maxBufferSize)),
+    f16,
+    maxGroups: limits.maxComputeWorkgroupsPerDimension,
+    maxBinding: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
+    name,
+    pipelines: new Map(),
+    layouts: new Map(),
+    lost: undefined,
+    waiters: new Set(),
+    error: undefined,
+    encoder: undefined,
+    pass: undefined,
+    pending: 0,
+    pendingParams: [],
+    flushScheduled: false,
+  };
+  device.lost.then((info) => {
+    ctx.lost = `the WebGPU device ${name} was lost (${info.reason ?? "unknown"}: ` +
+      `${info.message || "no message"}); its tensors are gone. Create a new device with ` +
+      "await webgpu() and move data again, or use the cpu backend";
+    for (const reject of ctx.waiters) reject(new Error(ctx.lost));
+    ctx.waiters.clear();
+  });
+  device.addEventListener("uncapturederror", (ev) => {
+    const e = (ev as GPUUncapturedErrorEvent).error;
+    ctx.error ??= `a WebGPU command on ${name} failed: ${e.message}`;
+  });
+  return ctx;
+}
+
+/** Throw if the device was lost or an earlier command failed. Call at the start of each kernel. */
+export function checkAlive(ctx: Ctx): void {
+  if (ctx.lost !== undefined) throw new Error(ctx.lost);
+  if (ctx.error !== undefined) {
+    const msg = ctx.error;
+    ctx.error = undefined;
+    throw new Error(`${msg} (reported on the next nbit call; this is a bug, please report it)`);
+  }
+}
+
+function layoutFor(ctx: Ctx, inputs: number, readsOutput: boolean) {
+  const k = inputs * 2 + (readsOutput ? 1 : 0);
+  let l = ctx.layouts.get(k);
+  if (!l) {
+    const entries: GPUBindGroupLayoutEntry[] = [
+      { binding: 0, visibility: 4, buffer: { type: "uniform" } },
+    ];
+    for (let i = 1; i <= inputs; i++) {
+      entries.push({ binding: i, visibility: 4, buffer: { type: "read-only-storage" } });
+    }
+    entries.push({ binding: inputs + 1, visibility: 4, buffer: { type: "storage" } });
+    const bind = ctx.device.createBindGroupLayout({ entries });
+    l = { bind, pipe: ctx.device.createPipelineLayout({ bindGroupLayouts: [bind] }) };
+    ctx.layouts.set(k, l);
+  }
+  return l;
+}
+
+/** WGSL declarations of a kernel's bindings and the `p(i)` parameter accessor. */
+export function bindings(k: { inputs: number; params: number; readsOutput?: boolean }): string {
+  const lines = [
+    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.max(1, Math.ceil(k.params / 4))}>;`,
+  ];
+  for (let i = 1; i <= k.inputs; i++) {
+    lines.push(`@group(0) @binding(${i}) var<storage, read> I${i - 1}: array<u32>;`);
+  }
+  lines.push(`@group(0) @binding(${k.inputs + 1}) var<storage, read_write> O: array<u32>;`);
+  lines.push("fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }");
+  return lines.join("\n");
+}
+
+function pipeline(ctx: Ctx, k: Kernel): GPUComputePipeline {
+  let p = ctx.pipelines.get(k.key);
+  if (!p) {
+    const code = k.code();
+    const module = ctx.device.createShaderModule({ code, label: k.key });
+    p = ctx.device.createComputePipeline({
+      label: k.key,
+      layout: layoutFor(ctx, k.inputs, k.readsOutput === true).pipe,
+      compute: { module, entryPoint: "main" },
+    });
+    ctx.pipelines.set(k.key, p);
+  }
+  return p;
+}
+
+/** Workgroup counts `[x, y]` covering `groups` workgroups within the per-dimension limit. */
+export function grid(ctx: Ctx, groups: number): [number, number] {
+  if (groups <= ctx.maxGroups) return [Math.max(groups, 1), 1];
+  const y = Math.ceil(groups / ctx.maxGroups);
+  if (y > ctx.maxGroups) {
+    throw new Error(`webgpu: ${groups} workgroups exceed this device's dispatch limit`);
+  }
+  return [Math.ceil(groups / y), y];
+}
+
+function scheduleFlush(ctx: Ctx): void {
+  if (ctx.flushScheduled) return;
+  ctx.flushScheduled = true;
+  queueMicrotask(() => flush(ctx));
+}
+
+function computePass(ctx: Ctx): GPUComputePassEncoder {
+  if (!ctx.pass) {
+    ctx.encoder ??= ctx.device.createCommandEncoder();
+    ctx.pass = ctx.encoder.beginComputePass();
+  }
+  return ctx.pass;
+}
+
+/** The open command encoder, outside any compute pass (for copies and clears). */
+export function commandEncoder(ctx: Ctx): GPUCommandEncoder {
+  if (ctx.pass) {
+    ctx.pass.end();
+    ctx.pass = undefined;
+  }
+  ctx.encoder ??= ctx.device.createCommandEncoder();
+  ctx.pending++;
+  scheduleFlush(ctx);
+  return ctx.encoder;
+}
+
+/** Submit everything recorded so far (never waits for the GPU). */
+export function flush(ctx: Ctx): void {
+  ctx.flushScheduled = false;
+  if (ctx.lost !== undefined) {
+    ctx.encoder = undefined;
+    ctx.pass = undefined;
+    ctx.pending = 0;
+    ctx.pendingParams.length = 0;
+    return;
+  }
+  if (ctx.pass) {
+    ctx.pass.end();
+    ctx.pass = undefined;
+  }
+  if (ctx.encoder) {
+    ctx.device.queue.submit([ctx.encoder.finish()]);
+    ctx.encoder = undefined;
+  }
+  ctx.pending = 0;
+  for (const b of ctx.pendingParams.splice(0)) ctx.pool.release(b);
+  ctx.pool.drain();
+}
+
+/**
+ * Record one dispatch of `k` over `groups` workgroups (`number`: laid out 2-D as needed, so
+ * kernels index with `g.x + g.y * nw.x * WG`), or an explicit `[x, y, z]` grid.
+ */
+export function dispatch(
+  ctx: Ctx,
+  k: Kernel,
+  inputs: readonly GPUBuffer[],
+  out: GPUBuffer,
+  params: ArrayLike<number>,
+  groups: number | readonly [number, number, number],
+): void {
+  const pipe = pipeline(ctx, k);
+  const words = Math.max(4, Math.ceil(k.params / 4) * 4);
+  const data = new Uint32Array(words);
+  for (let i = 0; i < params.length; i++) data[i] = params[i];
+  const ub = ctx.pool.acquire("uniform", words * 4);
+  ctx.device.queue.writeBuffer(ub, 0, data);
+  ctx.pendingParams.push(ub);
+  const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ub, size: words * 4 } }];
+  inputs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
+  entries.push({ binding: inputs.length + 1, resource: { buffer: out } });
+  const bind = ctx.device.createBindGroup({
+    layout: layoutFor(ctx, k.inputs, k.readsOutput === true).bind,
+    entries,
+  });
+  const pass = computePass(ctx);
+  pass.setPipeline(pipe);
+  pass.setBindGroup(0, bind);
+  if (typeof groups === "number") {
+    const [x, y] = grid(ctx, groups);
+    pass.dispatchWorkgroups(x, y, 1);
+  } else {
+    pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+  }
+  ctx.pending++;
+  if (ctx.pending >= MAX_PENDING) flush(ctx);
+  else scheduleFlush(ctx);
+}
+
+/** A new storage buffer for `bytes` bytes (from the pool), checking the binding limit. */
+export function allocate(ctx: Ctx, bytes: number): GPUBuffer {
+  if (bytes > ctx.maxBinding) {
+    throw new Error(
+      `webgpu: a buffer of ${bytes} bytes exceeds ${ctx.name}'s largest storage binding ` +
+        `(${ctx.maxBinding} bytes); split the tensor or use the cpu backend`,
+    );
+  }
+  return ctx.pool.acquire("storage", bytes);
+}
+
+/** Copy host bytes into a buffer (padded to 4 bytes), after submitting recorded work. */
+export function writeBytes(ctx: Ctx, dst: GPUBuffer, bytes: Uint8Array): void {
+  flush(ctx);
+  const n = bytes.byteLength;
+  const padded = n % 4 === 0 ? bytes : new Uint8Array(n + 4 - (n % 4));
+  if (padded !== bytes) padded.set(bytes);
+  if (padded.byteLength > 0) {
+    ctx.device.queue.writeBuffer(dst, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
+  }
+}
+
+/** Read the first `bytes` bytes of `src` back to the host: the only readback (one mapAsync). */
+export async function readBuffer(ctx: Ctx, src: GPUBuffer, bytes: number): Promise<Uint8Array> {
+  checkAlive(ctx);
+  const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+  const staging = ctx.pool.acquire("staging", size);
+  commandEncoder(ctx).copyBufferToBuffer(src, 0, staging, 0, size);
+  flush(ctx);
+  mapCount++;
+  let reject: (e: Error) => void = () => {};
+  const lost = new Promise<never>((_, rej) => (reject = rej));
+  ctx.waiters.add(reject);
+  try {
+    await Promise.race([staging.mapAsync(1, 0, size), lost]);
+  } finally {
+    ctx.waiters.delete(reject);
+  }
+  const out = new Uint8Array(bytes);
+  out.set(new Uint8Array(staging.getMappedRange(0, size), 0, bytes));
+  staging.unmap();
+  ctx.pool.release(staging);
+  checkAlive(ctx);
+  return out;
+}

@@ -1,0 +1,196 @@
+/**
+ * The WebGPU backend: every kernel of the {@link Backend} interface as WGSL compute shaders,
+ * with the CPU backend's semantics. Buffers are pooled `GPUBuffer`s holding the dtype's real
+ * storage (f16/bf16 two per u32, f8/u8/bool four per u32); every kernel only enqueues work, and
+ * the only readback is `read`.
+ *
+ * @example
+ * ```ts
+ * import { webgpu } from "./webgpu.ts";
+ * const gpu = await webgpu();
+ * const t = tensor([1, 2, 3], { device: gpu });
+ * ```
+ *
+ * @module
+ */
+import type { DType, Storage } from "../../dtype.ts";
+import { byteSize, storageFor } from "../../dtype.ts";
+import type { Arg, Backend, Handle } from "../backend.ts";
+import {
+  allocate,
+  checkAlive,
+  type Ctx,
+  flush,
+  makeCtx,
+  readBuffer,
+  readbackCount,
+  writeBytes,
+} from "./runtime.ts";
+import { binary, cast, copy, fill, storageBytes, unary, where } from "./elementwise.ts";
+import { matmul } from "./matmul.ts";
+import { reduce } from "./reduce.ts";
+import { concat, gather, scatterAdd } from "./indexing.ts";
+import { random } from "./random.ts";
+import type { PoolStats } from "./pool.ts";
+
+export { readbackCount };
+
+/** Options for {@link webgpu}. */
+export interface WebGPUOptions {
+  /** Adapter preference, passed to `navigator.gpu.requestAdapter`. */
+  powerPreference?: "low-power" | "high-performance";
+  /** Fail unless the adapter supports `shader-f16`. */
+  requireF16?: boolean;
+}
+
+/** Optional GPU features the backend found and enabled. */
+export interface WebGPUFeatures {
+  /** `shader-f16`: f16 is decoded with native f16 in shaders (storage is packed either way). */
+  readonly shaderF16: boolean;
+  /** `subgroups` is offered by the adapter (not used yet). */
+  readonly subgroups: boolean;
+}
+
+/** Device limits that matter to the kernels. */
+export interface WebGPULimits {
+  readonly maxBufferSize: number;
+  readonly maxStorageBufferBindingSize: number;
+  readonly maxComputeWorkgroupsPerDimension: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  readonly maxComputeWorkgroupStorageSize: number;
+}
+
+/** A WebGPU device: a {@link Backend} plus what it found about the GPU. */
+export interface WebGPUBackend extends Backend {
+  readonly kind: "webgpu";
+  readonly features: WebGPUFeatures;
+  readonly limits: WebGPULimits;
+  /** The adapter's description (e.g. `"llvmpipe (LLVM 15.0.6, 256 bits)"`). */
+  readonly adapter: string;
+  /** The underlying device, for interop. */
+  readonly device: GPUDevice;
+  /** Buffer pool counters (GPUBuffers created, reused, pooled). */
+  poolStats(): Readonly<PoolStats>;
+  /** Submit recorded work and wait until the GPU has finished it (for benchmarks). */
+  sync(): Promise<void>;
+}
+
+const HOW_TO =
+  "Install a GPU driver, or a software adapter with `apt-get install mesa-vulkan-drivers` " +
+  "(then DENO_WEBGPU_BACKEND=vulkan or DENO_WEBGPU_BACKEND=gl picks one), or use the cpu backend";
+
+const names = new Map<string, number>();
+
+/**
+ * Create a WebGPU device. Throws a clear error when WebGPU or an adapter is missing.
+ *
+ * @example
+ * ```ts
+ * const gpu = await webgpu({ powerPreference: "high-performance" });
+ * gpu.features.shaderF16; // true on most GPUs
+ * ```
+ */
+export async function webgpu(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
+  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+  if (!gpu) {
+    throw new Error(`webgpu: this runtime has no WebGPU (navigator.gpu is missing). ${HOW_TO}.`);
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: opts.powerPreference });
+  if (!adapter) throw new Error(`webgpu: no WebGPU adapter was found. ${HOW_TO}.`);
+  const hasF16 = adapter.features.has("shader-f16");
+  if (opts.requireF16 && !hasF16) {
+    throw new Error(
+      "webgpu: this adapter has no shader-f16 feature (requireF16 was set); drop requireF16 " +
+        "(f16 then uses packed storage with f32 math) or pick another adapter, e.g. " +
+        "DENO_WEBGPU_BACKEND=vulkan",
+    );
+  }
+  const al = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxBufferSize: al.maxBufferSize,
+    maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
+    maxComputeWorkgroupStorageSize: al.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: al.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: al.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupsPerDimension: al.maxComputeWorkgroupsPerDimension,
+    maxStorageBuffersPerShaderStage: al.maxStorageBuffersPerShaderStage,
+  };
+  const requiredFeatures: GPUFeatureName[] = hasF16 ? ["shader-f16"] : [];
+  const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  const desc = adapter.info?.description || adapter.info?.vendor || "unknown adapter";
+  const count = (names.get(desc) ?? 0) + 1;
+  names.set(desc, count);
+  const name = `webgpu:${desc}${count > 1 ? `#${count}` : ""}`;
+  const ctx = makeCtx(device, name, hasF16);
+  const dl = device.limits;
+  return makeBackend(ctx, desc, {
+    shaderF16: hasF16,
+    subgroups: adapter.features.has("subgroups" as GPUFeatureName),
+  }, {
+    maxBufferSize: dl.maxBufferSize,
+    maxStorageBufferBindingSize: dl.maxStorageBufferBindingSize,
+    maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
+    maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupStorageSize: dl.maxComputeWorkgroupStorageSize,
+  });
+}
+
+function makeBackend(
+  ctx: Ctx,
+  adapter: string,
+  features: WebGPUFeatures,
+  limits: WebGPULimits,
+): WebGPUBackend {
+  return {
+    kind: "webgpu",
+    name: ctx.name,
+    adapter,
+    device: ctx.device,
+    features: Object.freeze(features),
+    limits: Object.freeze(limits),
+    poolStats: () => ({ ...ctx.pool.stats }),
+    sync: async () => {
+      checkAlive(ctx);
+      flush(ctx);
+      await ctx.device.queue.onSubmittedWorkDone();
+      checkAlive(ctx);
+    },
+    unsupported(dtype: DType) {
+      if (dtype === "f64") {
+        return "f64 cannot live on WebGPU (WGSL has no f64); keep f64 tensors on the cpu " +
+          "backend, or cast to f32 first with astype(x, \"f32\")";
+      }
+      return undefined;
+    },
+    upload(dtype: DType, data: Storage): Handle {
+      checkAlive(ctx);
+      const buf = allocate(ctx, storageBytes(dtype, data.length));
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.length * byteSize(dtype));
+      writeBytes(ctx, buf, bytes);
+      return buf;
+    },
+    fill: (dtype, size, value) => fill(ctx, dtype, size, value),
+    async read(x: Arg): Promise<Storage> {
+      const bytes = await readBuffer(ctx, x.h as GPUBuffer, x.size * byteSize(x.dtype));
+      const out = storageFor(x.dtype, x.size);
+      new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
+      return out;
+    },
+    free(h: Handle) {
+      ctx.pool.release(h as GPUBuffer);
+    },
+    cast: (x, to, opts) => cast(ctx, x, to, opts),
+    copy: (x, outDtype) => copy(ctx, x, outDtype),
+    unary: (op, x, outDtype) => unary(ctx, op, x, outDtype),
+    binary: (op, a, b, outDtype) => binary(ctx, op, a, b, outDtype),
+    where: (c, a, b, outDtype) => where(ctx, c, a, b, outDtype),
+    reduce: (op, x, outer, r, inner, outDtype) => reduce(ctx, op, x, outer, r, inner, outDtype),
+    matmul: (a, b, g, outDtype) => matmul(ctx, a, b, g, outDtype),
+    concat: (xs, outer, sizes, inner, outDtype) => concat(ctx, xs, outer, sizes, inner, outDtype),
+    gather: (x, idx, outer, axis, inner) => gather(ctx, x, idx, outer, axis, inner),
+    scatterAdd: (base, idx, upd, outer, axis, inner) =>
+      scatterAdd(ctx, base, idx, upd, outer, axis, inner),
+    random: (key, size, dtype, dist) => random(ctx, key, size, dtype, dist),
+  };
+}

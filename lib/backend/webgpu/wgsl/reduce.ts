@@ -1,0 +1,198 @@
+/**
+ * WGSL of reductions over the middle axis of `[outer, reduce, inner]`. Two shapes of kernel:
+ * `serial` (one invocation per output word, each lane loops over the reduced axis; used when
+ * `inner > 1` or the axis is short) and `tree` (one workgroup per output word, 256 threads
+ * stride over the axis and combine in workgroup memory). Floats accumulate in f32, integers in
+ * i32 (wrapping); max/min propagate NaN; argmax/argmin pick the first extreme (a NaN counts as
+ * the extreme, like NumPy); all/any treat NaN as false, like the CPU backend.
+ *
+ * Parameters: `[outputs, reduce, inner]`.
+ *
+ * @example
+ * ```ts
+ * const k = reduceKernel("sum", "f16", "f16", "tree");
+ * ```
+ *
+ * @module
+ */
+import type { DType } from "../../../dtype.ts";
+import type { ReduceOp } from "../../backend.ts";
+import type { Kernel } from "../runtime.ts";
+import { bindings } from "../runtime.ts";
+import { helpers, isFloatDtype, perWord, rawLoad, rawToF32, storeF32, storeI32, toI32 } from "./dtype.ts";
+import { WG, wordKernel } from "./map.ts";
+
+/** Which kernel shape to use. */
+export type ReduceShape = "serial" | "tree";
+
+interface OpCode {
+  /** WGSL type of the accumulator. */
+  readonly ty: string;
+  readonly init: string;
+  /** Statement folding value `v` at position `r` into `acc` (and `ai`). */
+  readonly step: string;
+  /** Statement combining (acc, ai) with (b, bi) from higher thread ids. */
+  readonly combine: string;
+  /** Helper names used. */
+  readonly deps: readonly string[];
+  /** Output lane bits from `acc`/`ai`. */
+  readonly store: (out: DType) => { deps: string[]; expr: string };
+}
+
+const NONE = "0xffffffffu";
+
+function opCode(op: ReduceOp, float: boolean): OpCode {
+  const ty = float ? "f32" : "i32";
+  const st = (out: DType) => (float ? storeF32(out, "acc") : storeI32(out, "acc"));
+  const nan = (x: string) => (float ? `is_nan(${x})` : "false");
+  const truthy = (x: string) => (float ? `truthy(${x})` : `(${x} != 0)`);
+  switch (op) {
+    case "sum":
+      return {
+        ty,
+        init: float ? "0.0" : "0",
+        step: "acc = acc + v;",
+        combine: "acc = acc + b;",
+        deps: [],
+        store: st,
+      };
+    case "max":
+    case "min": {
+      const cmp = op === "max" ? ">" : "<";
+      const init = float
+        ? `${op === "max" ? "-" : ""}bitcast<f32>(0x7f800000u | (p(0u) & 0u))`
+        : op === "max"
+        ? "(-2147483647 - 1)"
+        : "2147483647";
+      const fold = (x: string) =>
+        float
+          ? `if (is_nan(${x}) || is_nan(acc)) { acc = bitcast<f32>(0x7fc00000u | (p(0u) & 0u)); } ` +
+            `else if (${x} ${cmp} acc) { acc = ${x}; }`
+          : `if (${x} ${cmp} acc) { acc = ${x}; }`;
+      return { ty, init, step: fold("v"), combine: fold("b"), deps: ["is_nan"], store: st };
+    }
+    case "argmax":
+    case "argmin": {
+      const cmp = op === "argmax" ? ">" : "<";
+      return {
+        ty,
+        init: float ? "0.0" : "0",
+        step: `if (ai == ${NONE} || (!${nan("acc")} && (${nan("v")} || v ${cmp} acc))) { acc = v; ai = r; }`,
+        combine: `if (bi != ${NONE}) {
+      if (ai == ${NONE}) { acc = b; ai = bi; }
+      else if (${nan("acc")} && ${nan("b")}) { ai = min(ai, bi); }
+      else if (${nan("b")} || (!${nan("acc")} && b ${cmp} acc)) { acc = b; ai = bi; }
+      else if (!${nan("acc")} && b == acc) { ai = min(ai, bi); }
+    }`,
+        deps: ["is_nan"],
+        store: (out) => storeI32(out, "bitcast<i32>(ai)"),
+      };
+    }
+    case "all":
+    case "any": {
+      const all = op === "all";
+      return {
+        ty: "i32",
+        init: all ? "1" : "0",
+        step: all ? `if (!${truthy("v")}) { acc = 0; }` : `if (${truthy("v")}) { acc = 1; }`,
+        combine: all ? "acc = acc & b;" : "acc = acc | b;",
+        deps: ["truthy"],
+        store: (out) => storeI32(out, "acc"),
+      };
+    }
+  }
+}
+
+function loadValue(x: DType, float: boolean, i: string): { deps: string[]; expr: string } {
+  const r = rawLoad("I0", x, i);
+  return float ? rawToF32(x, r) : { deps: [], expr: toI32(x, r) };
+}
+
+/** The reduce kernel for an op, input and output dtype, and kernel shape. */
+export function reduceKernel(op: ReduceOp, x: DType, out: DType, shape: ReduceShape): Kernel {
+  const float = isFloatDtype(x);
+  const c = opCode(op, float);
+  const load = loadValue(x, float, "idx");
+  const s = c.store(out);
+  const deps = [...c.deps, ...load.deps, ...s.deps];
+  const key = `reduce:${op}:${x}:${out}:${shape}`;
+  if (shape === "serial") {
+    return {
+      key,
+      inputs: 1,
+      params: 3,
+      code: () =>
+        wordKernel({
+          inputs: 1,
+          params: 3,
+          out,
+          module: helpers(deps),
+          lane: `  let R = p(1u);
+  let inner = p(2u);
+  let o = e / inner;
+  let base = o * R * inner + (e - o * inner);
+  var acc: ${c.ty} = ${c.init};
+  var ai = ${NONE};
+  for (var r = 0u; r < R; r = r + 1u) {
+    let idx = base + r * inner;
+    let v = ${load.expr};
+    ${c.step}
+  }
+  return ${s.expr};`,
+        }),
+    };
+  }
+  const per = perWord(out);
+  const laneBits = 32 / per;
+  return {
+    key,
+    inputs: 1,
+    params: 3,
+    code: () => `${bindings({ inputs: 1, params: 3 })}
+${helpers(deps)}
+var<workgroup> SV: array<${c.ty}, ${WG}>;
+var<workgroup> SI: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>,
+        @builtin(num_workgroups) nw: vec3<u32>) {
+  let t = l.x;
+  let wi = wg.x + wg.y * nw.x;
+  let n = p(0u);
+  let R = p(1u);
+  if (wi * ${per}u >= n) { return; }
+  var w = 0u;
+  for (var k = 0u; k < ${per}u; k = k + 1u) {
+    let row = wi * ${per}u + k;
+    if (row >= n) { break; }
+    var acc: ${c.ty} = ${c.init};
+    var ai = ${NONE};
+    let base = row * R;
+    for (var r = t; r < R; r = r + ${WG}u) {
+      let idx = base + r;
+      let v = ${load.expr};
+      ${c.step}
+    }
+    SV[t] = acc;
+    SI[t] = ai;
+    workgroupBarrier();
+    for (var s = ${WG / 2}u; s > 0u; s = s >> 1u) {
+      if (t < s) {
+        let b = SV[t + s];
+        let bi = SI[t + s];
+        ${c.combine}
+        SV[t] = acc;
+        SI[t] = ai;
+      }
+      workgroupBarrier();
+    }
+    if (t == 0u) {
+      acc = SV[0];
+      ai = SI[0];
+      w = w | ((${s.expr}) << (k * ${laneBits}u));
+    }
+    workgroupBarrier();
+  }
+  if (t == 0u) { O[wi] = w; }
+}`,
+  };
+}
