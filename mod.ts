@@ -144,3 +144,16 @@ export {
   updateScale,
 } from "./plugins/grad_scale.ts";
 export { precision, type PresetName, presetNames } from "./plugins/presets.ts";
+export {
+  type AmaxComputeAlgo,
+  fakeQuantize,
+  FP8,
+  fp8,
+  FP8_ROLES,
+  type Fp8DType,
+  type Fp8Format,
+  type Fp8Options,
+  type Fp8ScaleOptions,
+  type Fp8State,
+  updateFp8Scale,
+} from "./plugins/fp8.ts";

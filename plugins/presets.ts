@@ -10,6 +10,7 @@
  * | "16-true" (O3)            | params, grads, optimizer state and inputs in f16       |
  * | "bf16-true"               | params, grads, optimizer state and inputs in bf16      |
  * | "O2"                      | f32 master params, f16 compute copies, loss scaling    |
+ * | "fp8-mixed"               | "bf16-mixed" + fp8 GEMMs with delayed scaling (`fp8`)  |
  *
  * @example
  * ```ts
@@ -22,6 +23,7 @@ import type { Step, Transformer } from "../lib/train.ts";
 import { autocast } from "./autocast.ts";
 import { castParams } from "./cast_params.ts";
 import { gradScale } from "./grad_scale.ts";
+import { fp8 } from "./fp8.ts";
 
 const chain = (...ts: Transformer[]): Transformer => <B>(step: Step<B>) =>
   ts.reduce((s, t) => t(s), step);
@@ -34,6 +36,8 @@ const presets: Record<string, () => Transformer> = {
   "16-true": () => castParams("f16", { master: null }),
   "bf16-true": () => castParams("bf16", { master: null }),
   "O2": () => chain(castParams("f16"), gradScale()),
+  // f32 params, bf16 autocast, fp8 GEMMs; Lightning's nearest is "transformer-engine" (bf16 weights).
+  "fp8-mixed": () => chain(autocast("bf16"), fp8()),
 };
 
 const aliases: Record<string, string> = {
@@ -48,7 +52,7 @@ const aliases: Record<string, string> = {
 
 /** Every name {@linkcode precision} accepts (numbers 64, 32 and 16 are accepted as well). */
 export const presetNames: readonly string[] = Object.freeze([
-  ...["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"],
+  ...["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "fp8-mixed"],
   ...["64", "32", "16", "bf16", "O0", "O1", "O2", "O3"],
 ]);
 

@@ -51,6 +51,7 @@ const expected: Record<string, { params: DType; compute: DType; scaler: boolean 
   "32-true": { params: "f32", compute: "f32", scaler: false },
   "16-mixed": { params: "f32", compute: "f16", scaler: true },
   "bf16-mixed": { params: "f32", compute: "bf16", scaler: false },
+  "fp8-mixed": { params: "f32", compute: "bf16", scaler: false },
   "16-true": { params: "f16", compute: "f16", scaler: false },
   "bf16-true": { params: "bf16", compute: "bf16", scaler: false },
   "64": { params: "f64", compute: "f64", scaler: false },
