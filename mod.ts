@@ -157,3 +157,12 @@ export {
   type Fp8State,
   updateFp8Scale,
 } from "./plugins/fp8.ts";
+export {
+  type PoolStats,
+  readbackCount,
+  webgpu,
+  type WebGPUBackend,
+  type WebGPUFeatures,
+  type WebGPULimits,
+  type WebGPUOptions,
+} from "./lib/backend/webgpu/webgpu.ts";

@@ -17,47 +17,25 @@ import assert from "node:assert/strict";
 import { decode, type DType, encode, type Storage, storageFor } from "../lib/dtype.ts";
 import type { Arg, Backend, BinaryOp, Handle, UnaryOp, View } from "../lib/backend/backend.ts";
 import { cpu } from "../lib/backend/cpu/cpu.ts";
-import { readbackCount, webgpu, type WebGPUBackend } from "../lib/backend/webgpu/webgpu.ts";
+import { webgpu } from "../lib/backend/webgpu/webgpu.ts";
+import { gtest } from "./webgpu_setup.ts";
 import { keyFromSeed } from "../lib/prng.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Device and test registration
-
-const REQUIRE = Deno.env.get("NBIT_REQUIRE_WEBGPU") === "1";
-let gpu: WebGPUBackend | undefined;
-let why = "";
-try {
-  gpu = await webgpu();
-} catch (e) {
-  why = (e as Error).message;
-}
-if (!gpu) {
-  if (REQUIRE) {
-    Deno.test("webgpu: an adapter is required (NBIT_REQUIRE_WEBGPU=1)", () => {
-      throw new Error(why);
-    });
-  } else console.log(`webgpu tests ignored: ${why}`);
-} else {
-  console.log(`webgpu tests on ${gpu.name}, shader-f16: ${gpu.features.shaderF16}`);
-}
-
-/** Register a GPU test (ignored without an adapter). */
-function gtest(name: string, fn: (g: WebGPUBackend) => Promise<void> | void): void {
-  Deno.test({
-    name: `webgpu: ${name}`,
-    ignore: !gpu,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: () => fn(gpu!),
-  });
-}
 
 const FC = { numRuns: 40, endOnFailure: true } as const;
 
 // ---------------------------------------------------------------------------------------------
 // Backend-level helpers
 
-const GPU_DTYPES: readonly DType[] = ["f32", "f16", "bf16", "f8e4m3", "f8e5m2", "i32", "u8", "bool"];
+const GPU_DTYPES: readonly DType[] = [
+  "f32",
+  "f16",
+  "bf16",
+  "f8e4m3",
+  "f8e5m2",
+  "i32",
+  "u8",
+  "bool",
+];
 const FLOATS: readonly DType[] = ["f32", "f16", "bf16", "f8e4m3", "f8e5m2"];
 
 function arg(be: Backend, dtype: DType, data: Storage): Arg {
@@ -221,7 +199,9 @@ gtest("upload/read round trip and fill, every dtype and odd sizes", async (g) =>
   for (const d of GPU_DTYPES) {
     for (const n of [0, 1, 2, 3, 5, 7, 1001]) {
       const data = storageFor(d, n);
-      for (let i = 0; i < n; i++) (data as Uint8Array)[i] = (i * 37 + 11) % (d === "bool" ? 2 : 200);
+      for (let i = 0; i < n; i++) {
+        (data as Uint8Array)[i] = (i * 37 + 11) % (d === "bool" ? 2 : 200);
+      }
       const a = arg(g, d, data);
       assertBits(d, data, await g.read(a), `round trip ${d}[${n}]`);
       g.free(a.h, d, n);
@@ -258,51 +238,85 @@ gtest("astype: every bit pattern of f16, bf16 and f8 to every dtype, bitwise", a
   }
 });
 
-gtest("astype: f32 and integer sources to every dtype, bitwise (incl. subnormals, ties)", async (g) => {
-  // Rounding boundaries of every format, subnormals, specials and large integers.
-  const edge: number[] = [0, -0, Infinity, -Infinity, NaN, 2 ** -149, -(2 ** -149), 2 ** -126];
-  for (const v of [65504, 65520, 448, 464, 57344, 61440, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 255.5]) {
-    edge.push(v, -v, Math.fround(v * (1 + 2 ** -20)), Math.fround(v * (1 - 2 ** -20)));
-  }
-  for (let e = -30; e < 30; e++) edge.push(2 ** e * (1 + 2 ** -11), 2 ** e * (1 + 3 * 2 ** -11));
-  edge.push(2 ** 31, -(2 ** 31), 2 ** 31 - 128, 1e10, -1e10, 2.5, -2.5, 0.5, 255, 256, -1);
-  const f32 = Float32Array.from(edge);
-  const ints = Int32Array.from([
-    0, 1, -1, 255, 256, 2047, 2049, 16777217, -16777219, 2147483647, -2147483648, 65519, 65520,
-    65536, 463, 464, 465, 61439, 61440, 1000, 123456789,
-  ]);
-  const u8 = Uint8Array.from({ length: 256 }, (_, i) => i);
-  const bool = Uint8Array.from([0, 1, 1, 0, 1]);
-  for (const [from, data] of [["f32", f32], ["i32", ints], ["u8", u8], ["bool", bool]] as const) {
-    for (const to of GPU_DTYPES) {
-      for (const saturate of to.startsWith("f8") ? [false, true] : [false]) {
-        const [c, r] = await both(
-          g,
-          (be) => be.cast(arg(be, from, data), to, { saturate }),
-          to,
-          data.length,
-        );
-        assertBits(to, c, r, `${from} → ${to}${saturate ? " (saturate)" : ""}`);
+gtest(
+  "astype: f32 and integer sources to every dtype, bitwise (incl. subnormals, ties)",
+  async (g) => {
+    // Rounding boundaries of every format, subnormals, specials and large integers.
+    const edge: number[] = [0, -0, Infinity, -Infinity, NaN, 2 ** -149, -(2 ** -149), 2 ** -126];
+    for (
+      const v of [65504, 65520, 448, 464, 57344, 61440, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 255.5]
+    ) {
+      edge.push(v, -v, Math.fround(v * (1 + 2 ** -20)), Math.fround(v * (1 - 2 ** -20)));
+    }
+    for (let e = -30; e < 30; e++) edge.push(2 ** e * (1 + 2 ** -11), 2 ** e * (1 + 3 * 2 ** -11));
+    edge.push(2 ** 31, -(2 ** 31), 2 ** 31 - 128, 1e10, -1e10, 2.5, -2.5, 0.5, 255, 256, -1);
+    const f32 = Float32Array.from(edge);
+    const ints = Int32Array.from([
+      0,
+      1,
+      -1,
+      255,
+      256,
+      2047,
+      2049,
+      16777217,
+      -16777219,
+      2147483647,
+      -2147483648,
+      65519,
+      65520,
+      65536,
+      463,
+      464,
+      465,
+      61439,
+      61440,
+      1000,
+      123456789,
+    ]);
+    const u8 = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const bool = Uint8Array.from([0, 1, 1, 0, 1]);
+    for (const [from, data] of [["f32", f32], ["i32", ints], ["u8", u8], ["bool", bool]] as const) {
+      for (const to of GPU_DTYPES) {
+        for (const saturate of to.startsWith("f8") ? [false, true] : [false]) {
+          const [c, r] = await both(
+            g,
+            (be) => be.cast(arg(be, from, data), to, { saturate }),
+            to,
+            data.length,
+          );
+          assertBits(to, c, r, `${from} → ${to}${saturate ? " (saturate)" : ""}`);
+        }
       }
     }
-  }
-  // Random f32 bit patterns (any value, subnormals and NaN payloads included).
-  const rand = new Uint32Array(20000);
-  let s = 12345;
-  for (let i = 0; i < rand.length; i++) rand[i] = s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-  const rf = new Float32Array(rand.buffer);
-  for (const to of GPU_DTYPES) {
-    const [c, r] = await both(g, (be) => be.cast(arg(be, "f32", rf), to), to, rf.length);
-    assertBits(to, c, r, `random f32 → ${to}`);
-  }
-});
+    // Random f32 bit patterns (any value, subnormals and NaN payloads included).
+    const rand = new Uint32Array(20000);
+    let s = 12345;
+    for (let i = 0; i < rand.length; i++) rand[i] = s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    const rf = new Float32Array(rand.buffer);
+    for (const to of GPU_DTYPES) {
+      const [c, r] = await both(g, (be) => be.cast(arg(be, "f32", rf), to), to, rf.length);
+      assertBits(to, c, r, `random f32 → ${to}`);
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Elementwise
 
 const BITWISE_BINARY: readonly BinaryOp[] = [
-  "add", "sub", "mul", "div", "maximum", "minimum",
-  "equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual",
+  "add",
+  "sub",
+  "mul",
+  "div",
+  "maximum",
+  "minimum",
+  "equal",
+  "notEqual",
+  "less",
+  "lessEqual",
+  "greater",
+  "greaterEqual",
 ];
 
 gtest("binary: bitwise over random shapes, broadcasts, layouts and dtypes", async (g) => {
@@ -317,10 +331,15 @@ gtest("binary: bitwise over random shapes, broadcasts, layouts and dtypes", asyn
           fc.sample(valuesOf(d, prod(x.shape)), { seed: seed + k, numRuns: 1 })[0]
         );
         const od = binaryOut(op, d);
-        const [c, r] = await both(g, (be) => {
-          const v = ins.map((x, k) => viewOf(arg(be, d, data[k]), x.shape, x.order, out));
-          return be.binary(op, v[0], v[1], od);
-        }, od, prod(out));
+        const [c, r] = await both(
+          g,
+          (be) => {
+            const v = ins.map((x, k) => viewOf(arg(be, d, data[k]), x.shape, x.order, out));
+            return be.binary(op, v[0], v[1], od);
+          },
+          od,
+          prod(out),
+        );
         assertBits(od, c, r, `${op} ${d} [${out}] <- [${ins[0].shape}], [${ins[1].shape}]`);
       },
     ),
@@ -339,7 +358,12 @@ gtest("binary: div is correctly rounded, pow within its documented bound", async
     b[i] = Math.fround((rnd() - 0.5) * 2 ** (rnd() * 80 - 40));
   }
   const flat = (x: Arg): View => ({ ...x, shape: [n], strides: [1], offset: 0 });
-  const [c, r] = await both(g, (be) => be.binary("div", flat(arg(be, "f32", a)), flat(arg(be, "f32", b)), "f32"), "f32", n);
+  const [c, r] = await both(
+    g,
+    (be) => be.binary("div", flat(arg(be, "f32", a)), flat(arg(be, "f32", b)), "f32"),
+    "f32",
+    n,
+  );
   assertBits("f32", c, r, "div");
   // pow: positive bases with any exponent, negative bases with integer exponents, specials.
   const pa = new Float32Array(n);
@@ -351,7 +375,12 @@ gtest("binary: div is correctly rounded, pow within its documented bound", async
   }
   pa.set([0, -0, Infinity, -Infinity, NaN, 1, -1, 2, -2, 0]);
   pb.set([2, 3, -1, 3, 0, Infinity, Infinity, 0.5, 3, -2]);
-  const [pc, pr] = await both(g, (be) => be.binary("pow", flat(arg(be, "f32", pa)), flat(arg(be, "f32", pb)), "f32"), "f32", n);
+  const [pc, pr] = await both(
+    g,
+    (be) => be.binary("pow", flat(arg(be, "f32", pa)), flat(arg(be, "f32", pb)), "f32"),
+    "f32",
+    n,
+  );
   const cw = pc as Float32Array;
   const gw = pr as Float32Array;
   let worst = 0;
@@ -360,25 +389,38 @@ gtest("binary: div is correctly rounded, pow within its documented bound", async
     const u = ulps32(cw[i], gw[i]);
     const bound = pb[i] === 2 ? 0 : 2 + 2 * Math.abs(pb[i] * Math.log(Math.abs(pa[i])));
     worst = Math.max(worst, u);
-    assert.ok(u === 0 || u <= bound, `pow(${pa[i]}, ${pb[i]}): cpu ${cw[i]}, webgpu ${gw[i]} (${u} ulp)`);
+    assert.ok(
+      u === 0 || u <= bound,
+      `pow(${pa[i]}, ${pb[i]}): cpu ${cw[i]}, webgpu ${gw[i]} (${u} ulp)`,
+    );
   }
   console.log(`  pow: worst ${worst} ulp`);
 });
 
 gtest("where: bitwise over broadcasts and layouts", async (g) => {
   await fc.assert(
-    fc.asyncProperty(fc.constantFrom(...GPU_DTYPES), broadcastCase(3), fc.nat(), async (d, [out, ins], seed) => {
-      const cond = fc.sample(valuesOf("bool", prod(ins[0].shape)), { seed, numRuns: 1 })[0];
-      const a = fc.sample(valuesOf(d, prod(ins[1].shape)), { seed: seed + 1, numRuns: 1 })[0];
-      const b = fc.sample(valuesOf(d, prod(ins[2].shape)), { seed: seed + 2, numRuns: 1 })[0];
-      const [c, r] = await both(g, (be) => {
-        const vc = viewOf(arg(be, "bool", cond), ins[0].shape, ins[0].order, out);
-        const va = viewOf(arg(be, d, a), ins[1].shape, ins[1].order, out);
-        const vb = viewOf(arg(be, d, b), ins[2].shape, ins[2].order, out);
-        return be.where(vc, va, vb, d);
-      }, d, prod(out));
-      assertBits(d, c, r, `where ${d} [${out}]`);
-    }),
+    fc.asyncProperty(
+      fc.constantFrom(...GPU_DTYPES),
+      broadcastCase(3),
+      fc.nat(),
+      async (d, [out, ins], seed) => {
+        const cond = fc.sample(valuesOf("bool", prod(ins[0].shape)), { seed, numRuns: 1 })[0];
+        const a = fc.sample(valuesOf(d, prod(ins[1].shape)), { seed: seed + 1, numRuns: 1 })[0];
+        const b = fc.sample(valuesOf(d, prod(ins[2].shape)), { seed: seed + 2, numRuns: 1 })[0];
+        const [c, r] = await both(
+          g,
+          (be) => {
+            const vc = viewOf(arg(be, "bool", cond), ins[0].shape, ins[0].order, out);
+            const va = viewOf(arg(be, d, a), ins[1].shape, ins[1].order, out);
+            const vb = viewOf(arg(be, d, b), ins[2].shape, ins[2].order, out);
+            return be.where(vc, va, vb, d);
+          },
+          d,
+          prod(out),
+        );
+        assertBits(d, c, r, `where ${d} [${out}]`);
+      },
+    ),
     FC,
   );
 });
@@ -407,15 +449,32 @@ const ULP_BOUND: Partial<Record<UnaryOp, number>> = {
 };
 
 gtest("unary: exp, log, sqrt, rsqrt, tanh, sigmoid within the documented ulp bound", async (g) => {
-  const n = 20000;
+  const n = 8000;
   const x = new Float32Array(n);
   let s = 99;
   const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (let i = 0; i < n; i++) {
     const k = i % 3;
-    x[i] = k === 0 ? (rnd() - 0.5) * 40 : k === 1 ? (rnd() - 0.5) * 4 : (rnd() - 0.5) * 2 ** (rnd() * 60 - 30);
+    x[i] = k === 0
+      ? (rnd() - 0.5) * 40
+      : k === 1
+      ? (rnd() - 0.5) * 4
+      : (rnd() - 0.5) * 2 ** (rnd() * 60 - 30);
   }
-  x.set([0, -0, Infinity, -Infinity, NaN, 88.72283935546875, 88.7228317, -87.3, 1e-30, 10, -10, 9.5]);
+  x.set([
+    0,
+    -0,
+    Infinity,
+    -Infinity,
+    NaN,
+    88.72283935546875,
+    88.7228317,
+    -87.3,
+    1e-30,
+    10,
+    -10,
+    9.5,
+  ]);
   for (const [op, bound] of Object.entries(ULP_BOUND) as [UnaryOp, number][]) {
     for (const d of ["f32", "f16", "bf16"] as const) {
       const src = encode(d, x);
@@ -445,7 +504,9 @@ function ulpsNarrow(d: DType, a: Storage, b: Storage, i: number): number {
   const x = a[i];
   const y = b[i];
   if (x === y) return 0;
-  if (isNaNBits(d, a, i) || isNaNBits(d, b, i)) return isNaNBits(d, a, i) && isNaNBits(d, b, i) ? 0 : Infinity;
+  if (isNaNBits(d, a, i) || isNaNBits(d, b, i)) {
+    return isNaNBits(d, a, i) && isNaNBits(d, b, i) ? 0 : Infinity;
+  }
   const ord = (v: number) => (v & 0x8000 ? -(v & 0x7fff) : v);
   return Math.abs(ord(x) - ord(y));
 }
@@ -470,13 +531,20 @@ gtest("copy: strided views (transpose, slice, broadcast) bitwise on every dtype"
         let acc = 1;
         for (let i = shape.length - 1; i >= 0; i--) (own[i] = acc), (acc *= shape[i]);
         const offset = begin.reduce((o, b, i) => o + b * own[i], 0);
-        const perm = shape.map((_, i) => i).sort((a, b) => ((picks[a] * 7 + a) % 5) - ((picks[b] * 7 + b) % 5));
+        const perm = shape.map((_, i) => i).sort((a, b) =>
+          ((picks[a] * 7 + a) % 5) - ((picks[b] * 7 + b) % 5)
+        );
         const vshape = [3, ...perm.map((p) => size[p])];
         const vstrides = [0, ...perm.map((p) => own[p])];
-        const [c, r] = await both(g, (be) => {
-          const a = arg(be, d, data);
-          return be.copy({ ...a, shape: vshape, strides: vstrides, offset }, d);
-        }, d, prod(vshape));
+        const [c, r] = await both(
+          g,
+          (be) => {
+            const a = arg(be, d, data);
+            return be.copy({ ...a, shape: vshape, strides: vstrides, offset }, d);
+          },
+          d,
+          prod(vshape),
+        );
         assertBits(d, c, r, `copy ${d} of [${shape}] as [${vshape}]`);
       },
     ),
@@ -487,43 +555,55 @@ gtest("copy: strided views (transpose, slice, broadcast) bitwise on every dtype"
 // ---------------------------------------------------------------------------------------------
 // Reductions
 
-gtest("reduce: every op on small integers, bitwise (serial and workgroup-tree kernels)", async (g) => {
-  await fc.assert(
-    fc.asyncProperty(
-      fc.constantFrom("sum", "max", "min", "argmax", "argmin", "all", "any" as const),
-      fc.constantFrom(...GPU_DTYPES),
-      fc.integer({ min: 1, max: 6 }),
-      fc.oneof(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 65, max: 700 })),
-      fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 9 })),
-      fc.nat(),
-      async (op, d, outer, r, inner, seed) => {
-        const data = fc.sample(smallInts(d, outer * r * inner), { seed, numRuns: 1 })[0];
-        const od: DType = op === "sum"
-          ? (d === "bool" || d === "u8" ? "i32" : d)
-          : op === "argmax" || op === "argmin"
-          ? "i32"
-          : op === "all" || op === "any"
-          ? "bool"
-          : d;
-        const [c, res] = await both(
-          g,
-          (be) => be.reduce(op, arg(be, d, data), outer, r, inner, od),
-          od,
-          outer * inner,
-        );
-        assertBits(od, c, res, `${op} ${d} [${outer}, ${r}, ${inner}]`);
-      },
-    ),
-    FC,
-  );
-});
+gtest(
+  "reduce: every op on small integers, bitwise (serial and workgroup-tree kernels)",
+  async (g) => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("sum", "max", "min", "argmax", "argmin", "all", "any" as const),
+        fc.constantFrom(...GPU_DTYPES),
+        fc.integer({ min: 1, max: 6 }),
+        fc.oneof(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 65, max: 700 })),
+        fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 9 })),
+        fc.nat(),
+        async (op, d, outer, r, inner, seed) => {
+          const data = fc.sample(smallInts(d, outer * r * inner), { seed, numRuns: 1 })[0];
+          const od: DType = op === "sum"
+            ? (d === "bool" || d === "u8" ? "i32" : d)
+            : op === "argmax" || op === "argmin"
+            ? "i32"
+            : op === "all" || op === "any"
+            ? "bool"
+            : d;
+          const [c, res] = await both(
+            g,
+            (be) => be.reduce(op, arg(be, d, data), outer, r, inner, od),
+            od,
+            outer * inner,
+          );
+          assertBits(od, c, res, `${op} ${d} [${outer}, ${r}, ${inner}]`);
+        },
+      ),
+      FC,
+    );
+  },
+);
 
 gtest("reduce: NaN propagation and first-occurrence arg ops", async (g) => {
   const x = Float32Array.from([1, NaN, 3, NaN, 2, 5, 5, 1, -0, 0, 0, -0]);
   for (const op of ["max", "min", "argmax", "argmin", "all", "any", "sum"] as const) {
     for (const [outer, r] of [[1, 12], [2, 6], [3, 4], [12, 1]]) {
-      const od: DType = op.startsWith("arg") ? "i32" : op === "all" || op === "any" ? "bool" : "f32";
-      const [c, res] = await both(g, (be) => be.reduce(op, arg(be, "f32", x), outer, r, 1, od), od, outer);
+      const od: DType = op.startsWith("arg")
+        ? "i32"
+        : op === "all" || op === "any"
+        ? "bool"
+        : "f32";
+      const [c, res] = await both(
+        g,
+        (be) => be.reduce(op, arg(be, "f32", x), outer, r, 1, od),
+        od,
+        outer,
+      );
       assertBits(od, c, res, `${op} [${outer}, ${r}]`);
     }
   }
@@ -534,7 +614,12 @@ gtest("reduce: NaN propagation and first-occurrence arg ops", async (g) => {
   long[2100] = NaN;
   for (const op of ["max", "min", "argmax", "argmin"] as const) {
     const od: DType = op.startsWith("arg") ? "i32" : "f32";
-    const [c, res] = await both(g, (be) => be.reduce(op, arg(be, "f32", long), 3, 1000, 1, od), od, 3);
+    const [c, res] = await both(
+      g,
+      (be) => be.reduce(op, arg(be, "f32", long), 3, 1000, 1, od),
+      od,
+      3,
+    );
     assertBits(od, c, res, `${op} long rows`);
   }
 });
@@ -553,7 +638,9 @@ gtest("gather, scatterAdd and concat: bitwise on every dtype", async (g) => {
       fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 4 }),
       fc.nat(),
       async (d, outer, axis, inner, rawIdx, sizes, seed) => {
-        const idx = Int32Array.from(rawIdx.map((i) => ((i % axis) + axis) % axis - (i < 0 ? axis : 0)));
+        const idx = Int32Array.from(
+          rawIdx.map((i) => ((i % axis) + axis) % axis - (i < 0 ? axis : 0)),
+        );
         const x = fc.sample(valuesOf(d, outer * axis * inner), { seed, numRuns: 1 })[0];
         const nOut = outer * idx.length * inner;
         const [c, r] = await both(
@@ -564,10 +651,12 @@ gtest("gather, scatterAdd and concat: bitwise on every dtype", async (g) => {
         );
         assertBits(d, c, r, `gather ${d}`);
         const ud = fc.sample(smallInts(d, nOut, 4), { seed: seed + 1, numRuns: 1 })[0];
-        const bd = fc.sample(smallInts(d, outer * axis * inner, 4), { seed: seed + 2, numRuns: 1 })[0];
+        const bd =
+          fc.sample(smallInts(d, outer * axis * inner, 4), { seed: seed + 2, numRuns: 1 })[0];
         const [c2, r2] = await both(
           g,
-          (be) => be.scatterAdd(arg(be, d, bd), arg(be, "i32", idx), arg(be, d, ud), outer, axis, inner),
+          (be) =>
+            be.scatterAdd(arg(be, d, bd), arg(be, "i32", idx), arg(be, d, ud), outer, axis, inner),
           d,
           bd.length,
         );
@@ -589,69 +678,166 @@ gtest("gather, scatterAdd and concat: bitwise on every dtype", async (g) => {
   );
 });
 
+gtest(
+  "scatterAdd: the listed path for large problems (many indices, long rows), bitwise",
+  async (g) => {
+    for (const d of ["f32", "bf16", "i32", "u8"] as const) {
+      for (
+        const [outer, axis, inner, nIdx] of [[2, 50, 64, 400], [1, 3000, 8, 600], [1, 7, 300, 2000]]
+      ) {
+        const idx = Int32Array.from({ length: nIdx }, (_, j) => ((j * 7919) % (2 * axis)) - axis);
+        const upd = fc.sample(smallInts(d, outer * nIdx * inner, 3), { seed: axis, numRuns: 1 })[0];
+        const base =
+          fc.sample(smallInts(d, outer * axis * inner, 3), { seed: nIdx, numRuns: 1 })[0];
+        for (const idxDtype of ["i32", "u8"] as const) {
+          const ix = idxDtype === "i32"
+            ? idx
+            : Uint8Array.from(idx, (v) => (v + axis) % Math.min(axis, 256));
+          const [c, r] = await both(
+            g,
+            (be) =>
+              be.scatterAdd(
+                arg(be, d, base),
+                arg(be, idxDtype, ix),
+                arg(be, d, upd),
+                outer,
+                axis,
+                inner,
+              ),
+            d,
+            base.length,
+          );
+          assertBits(
+            d,
+            c,
+            r,
+            `scatterAdd ${d} [${outer}, ${axis}, ${inner}] with ${nIdx} ${idxDtype} indices`,
+          );
+        }
+      }
+    }
+  },
+);
+
 gtest("gather with u8 indices; out-of-range indices give 0 on the GPU", async (g) => {
   const x = Float32Array.from([1, 2, 3, 4, 5, 6]);
-  const [c, r] = await both(g, (be) => be.gather(arg(be, "f32", x), arg(be, "u8", Uint8Array.from([2, 0, 1])), 1, 3, 2), "f32", 6);
+  const [c, r] = await both(
+    g,
+    (be) => be.gather(arg(be, "f32", x), arg(be, "u8", Uint8Array.from([2, 0, 1])), 1, 3, 2),
+    "f32",
+    6,
+  );
   assertBits("f32", c, r, "gather u8 indices");
   const h = g.gather(arg(g, "f32", x), arg(g, "i32", Int32Array.from([5, -4, 1])), 1, 3, 2);
-  assert.deepEqual(Array.from(await g.read({ h, dtype: "f32", size: 6 }) as Float32Array), [0, 0, 0, 0, 3, 4]);
+  assert.deepEqual(Array.from(await g.read({ h, dtype: "f32", size: 6 }) as Float32Array), [
+    0,
+    0,
+    0,
+    0,
+    3,
+    4,
+  ]);
 });
 
 // ---------------------------------------------------------------------------------------------
 // Matmul
 
-gtest("matmul: within the f32 accumulation bound (transposes, batches, broadcast, dtypes)", async (g) => {
-  await fc.assert(
-    fc.asyncProperty(
-      fc.constantFrom("f32", "f16", "bf16", "f8e4m3", "i32" as const),
-      fc.integer({ min: 1, max: 70 }),
-      fc.integer({ min: 1, max: 70 }),
-      fc.integer({ min: 0, max: 70 }),
-      fc.boolean(),
-      fc.boolean(),
-      fc.constantFrom([], [2], [2, 3]),
-      fc.boolean(),
-      fc.nat(),
-      async (d, m, n, k, transA, transB, batchShape, bcast, seed) => {
-        const batch = prod(batchShape);
-        const aBatch = batchShape.map((_, i) => prod(batchShape.slice(i + 1)) * m * k);
-        const bBatch = bcast ? batchShape.map(() => 0) : batchShape.map((_, i) => prod(batchShape.slice(i + 1)) * k * n);
-        const aData = fc.sample(mmValues(d, batch * m * k), { seed, numRuns: 1 })[0];
-        const bVals = fc.sample(mmValues(d, (bcast ? 1 : batch) * k * n), { seed: seed + 1, numRuns: 1 })[0];
-        const geo = { batch, m, k, n, aBatchStride: aBatch, bBatchStride: bBatch, batchShape, transA, transB };
-        const [c, r] = await both(g, (be) => be.matmul(arg(be, d, aData), arg(be, d, bVals), geo, d), d, batch * m * n);
-        const cv = decode(d, c);
-        const gv = decode(d, r);
-        const av = decode(d, aData);
-        const bv = decode(d, bVals);
-        for (let bt = 0; bt < batch; bt++) {
-          for (let i = 0; i < m; i++) {
-            for (let j = 0; j < n; j++) {
-              let mag = 0;
-              const ao = bt * m * k;
-              const bo = bcast ? 0 : bt * k * n;
-              for (let p = 0; p < k; p++) {
-                const x = av[ao + (transA ? p * m + i : i * k + p)];
-                const y = bv[bo + (transB ? j * k + p : p * n + j)];
-                mag += Math.abs(x * y);
-              }
-              const o = bt * m * n + i * n + j;
-              const want = cv[o];
-              const got = gv[o];
-              if (Number.isNaN(want) || !Number.isFinite(mag)) continue;
-              const tol = (k + 2) * 2 ** -23 * mag + (d === "f32" || d === "i32" ? 0 : ulpOf(d, want));
-              assert.ok(
-                Math.abs(want - got) <= tol,
-                `matmul ${d} ${transA ? "T" : "N"}${transB ? "T" : "N"} [${m},${k}]x[${k},${n}] at (${bt},${i},${j}): cpu ${want}, webgpu ${got}`,
-              );
-            }
-          }
-        }
-      },
-    ),
-    { ...FC, numRuns: 25 },
+/** Matmul signatures tested (each one compiles a pipeline; GL compiles take seconds). */
+const MATMUL_CASES: readonly [DType, boolean, boolean][] = [
+  ["f32", false, false],
+  ["f32", true, true],
+  ["f16", false, true],
+  ["bf16", true, false],
+  ["f8e4m3", false, false],
+  ["i32", false, false],
+];
+
+gtest(
+  "matmul: within the f32 accumulation bound (transposes, batches, broadcast, dtypes)",
+  async (g) => {
+    for (const [d, transA, transB] of MATMUL_CASES) {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 70 }),
+          fc.integer({ min: 1, max: 70 }),
+          fc.integer({ min: 0, max: 70 }),
+          fc.constantFrom([], [2], [2, 3], [1, 2]),
+          fc.boolean(),
+          fc.nat(),
+          async (m, n, k, batchShape, bcast, seed) => {
+            await checkMatmul(g, d, m, n, k, transA, transB, batchShape, bcast, seed);
+          },
+        ),
+        { ...FC, numRuns: 6 },
+      );
+    }
+  },
+);
+
+async function checkMatmul(
+  g: Backend,
+  d: DType,
+  m: number,
+  n: number,
+  k: number,
+  transA: boolean,
+  transB: boolean,
+  batchShape: readonly number[],
+  bcast: boolean,
+  seed: number,
+): Promise<void> {
+  const batch = prod(batchShape);
+  const aBatch = batchShape.map((_, i) => prod(batchShape.slice(i + 1)) * m * k);
+  const bBatch = bcast
+    ? batchShape.map(() => 0)
+    : batchShape.map((_, i) => prod(batchShape.slice(i + 1)) * k * n);
+  const aData = fc.sample(mmValues(d, batch * m * k), { seed, numRuns: 1 })[0];
+  const bVals =
+    fc.sample(mmValues(d, (bcast ? 1 : batch) * k * n), { seed: seed + 1, numRuns: 1 })[0];
+  const geo = {
+    batch,
+    m,
+    k,
+    n,
+    aBatchStride: aBatch,
+    bBatchStride: bBatch,
+    batchShape,
+    transA,
+    transB,
+  };
+  const [c, r] = await both(
+    g,
+    (be) => be.matmul(arg(be, d, aData), arg(be, d, bVals), geo, d),
+    d,
+    batch * m * n,
   );
-});
+  const cv = decode(d, c);
+  const gv = decode(d, r);
+  const av = decode(d, aData);
+  const bv = decode(d, bVals);
+  for (let bt = 0; bt < batch; bt++) {
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let mag = 0;
+        const ao = bt * m * k;
+        const bo = bcast ? 0 : bt * k * n;
+        for (let p = 0; p < k; p++) {
+          mag += Math.abs(
+            av[ao + (transA ? p * m + i : i * k + p)] * bv[bo + (transB ? j * k + p : p * n + j)],
+          );
+        }
+        const o = bt * m * n + i * n + j;
+        // f32 accumulation: |error| <= (k + 2)·2^-24·Σ|a||b|, plus one ulp of a narrow output.
+        const tol = (k + 2) * 2 ** -24 * mag + (d === "f32" || d === "i32" ? 0 : ulpOf(d, cv[o]));
+        assert.ok(
+          Math.abs(cv[o] - gv[o]) <= tol,
+          `matmul ${d} ${transA ? "T" : "N"}${transB ? "T" : "N"} batch [${batchShape}] ` +
+            `[${m},${k}]x[${k},${n}] at (${bt},${i},${j}): cpu ${cv[o]}, webgpu ${gv[o]}`,
+        );
+      }
+    }
+  }
+}
 
 /** Matmul operands: moderate values (no overflow, no subnormals), as storage of `d`. */
 function mmValues(d: DType, n: number): fc.Arbitrary<Storage> {
@@ -674,9 +860,9 @@ function ulpOf(d: DType, x: number): number {
 // Random
 
 gtest("random: uniform and bernoulli bitwise, normal within tolerance", async (g) => {
-  for (const seed of [0, 1, 42, 2 ** 40 + 7]) {
+  for (const seed of [0, 2 ** 40 + 7]) {
     const key = keyFromSeed(seed);
-    for (const n of [1, 2, 7, 1000, 4097]) {
+    for (const n of [1, 7, 1000, 4097]) {
       for (const d of ["f32", "f16", "bf16", "f8e5m2"] as const) {
         for (const [lo, hi] of [[0, 1], [-0.1, 0.1], [-3, 5], [2, 2], [-1, 0]]) {
           const dist = { kind: "uniform", lo, hi } as const;
@@ -686,7 +872,12 @@ gtest("random: uniform and bernoulli bitwise, normal within tolerance", async (g
       }
       for (const d of ["bool", "u8", "f32", "f16"] as const) {
         for (const p of [0, 0.1, 0.5, 0.9, 1]) {
-          const [c, r] = await both(g, (be) => be.random(key, n, d, { kind: "bernoulli", p }), d, n);
+          const [c, r] = await both(
+            g,
+            (be) => be.random(key, n, d, { kind: "bernoulli", p }),
+            d,
+            n,
+          );
           assertBits(d, c, r, `bernoulli ${d} p=${p} n=${n}`);
         }
       }
@@ -699,8 +890,15 @@ gtest("random: uniform and bernoulli bitwise, normal within tolerance", async (g
         const tol = 8 * 2 ** -24 * Math.max(Math.abs(cv[i]), 1);
         assert.ok(Math.abs(cv[i] - gv[i]) <= tol, `normal[${i}] cpu ${cv[i]}, webgpu ${gv[i]}`);
       }
-      const [c16, r16] = await both(g, (be) => be.random(key, n, "f16", { kind: "normal" }), "f16", n);
-      for (let i = 0; i < n; i++) assert.ok(ulpsNarrow("f16", c16, r16, i) <= 1, `normal f16[${i}]`);
+      const [c16, r16] = await both(
+        g,
+        (be) => be.random(key, n, "f16", { kind: "normal" }),
+        "f16",
+        n,
+      );
+      for (let i = 0; i < n; i++) {
+        assert.ok(ulpsNarrow("f16", c16, r16, i) <= 1, `normal f16[${i}]`);
+      }
     }
   }
 });

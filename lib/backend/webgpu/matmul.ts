@@ -16,9 +16,17 @@ import type { Arg, MatmulGeometry } from "../backend.ts";
 import { checkAlive, commandEncoder, type Ctx, dispatch } from "./runtime.ts";
 import { flat, output, runMap } from "./elementwise.ts";
 import { perWord, storeF32 } from "./wgsl/dtype.ts";
-import { matmulKernel, TILE } from "./wgsl/matmul.ts";
+import { matmulKernel, MAX_BATCH_DIMS, TILE } from "./wgsl/matmul.ts";
+import { coalesce } from "./views.ts";
 
-/** Batched matrix product (see `Backend.matmul`); accumulates in f32. */
+/**
+ * Batched matrix product (see `Backend.matmul`); accumulates in f32.
+ *
+ * @example
+ * ```ts
+ * matmul(ctx, a, b, { batch: 1, m: 2, k: 3, n: 4, aBatchStride: [], bBatchStride: [], batchShape: [], transA: false, transB: false }, "f32");
+ * ```
+ */
 export function matmul(
   ctx: Ctx,
   a: Arg,
@@ -48,16 +56,31 @@ export function matmul(
         out: dt,
         transA: g.transA,
         transB: g.transB,
-        batchDims: g.batchShape.length,
+        f16: ctx.f16,
       });
+      const bd = coalesce(g.batchShape, [
+        { strides: g.aBatchStride, offset: 0 },
+        { strides: g.bBatchStride, offset: 0 },
+      ]);
+      const nb = bd.shape.length;
+      if (nb > MAX_BATCH_DIMS) {
+        throw new Error(
+          `matmul: ${nb} batch dimensions that cannot be merged; WebGPU takes at most ` +
+            `${MAX_BATCH_DIMS} (reshape the batch dimensions together first)`,
+        );
+      }
+      const pad = (
+        xs: readonly number[],
+      ) => [...xs.map((x) => x >>> 0), ...new Array(MAX_BATCH_DIMS - xs.length).fill(0)];
       const params = [
         g.m,
         g.n,
         g.k,
         g.batch,
-        ...g.batchShape,
-        ...g.aBatchStride.map((s) => s >>> 0),
-        ...g.bBatchStride.map((s) => s >>> 0),
+        nb,
+        ...pad(bd.shape),
+        ...pad(bd.strides[0]),
+        ...pad(bd.strides[1]),
       ];
       const gz = Math.min(g.batch, ctx.maxGroups);
       dispatch(ctx, k, [a.h as GPUBuffer, b.h as GPUBuffer], buf, params, [gx, gy, gz]);
@@ -65,10 +88,17 @@ export function matmul(
   }
   if (direct) return buf;
   // Round the f32 sums once, as a compute-array store does (not a saturating cast).
-  const out = runMap(ctx, "mmstore", [flat({ h: buf, dtype: "f32", size })], [size], outDtype, (v) => {
-    const s = storeF32(outDtype, v.f(0));
-    return { deps: s.deps, code: "", bits: s.expr };
-  });
+  const out = runMap(
+    ctx,
+    "mmstore",
+    [flat({ h: buf, dtype: "f32", size })],
+    [size],
+    outDtype,
+    (v) => {
+      const s = storeF32(outDtype, v.f(0));
+      return { deps: s.deps, code: "", bits: s.expr };
+    },
+  );
   ctx.pool.release(buf);
   return out;
 }

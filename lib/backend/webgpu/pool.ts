@@ -49,7 +49,14 @@ const USAGE: Record<BufferKind, number> = {
   staging: 0x01 | 0x08, // MAP_READ | COPY_DST
 };
 
-/** The size class of a request: 256 bytes, or four steps per power of two above. */
+/**
+ * The size class of a request: 256 bytes, or four steps per power of two above.
+ *
+ * @example
+ * ```ts
+ * sizeClass(1000); // 1024
+ * ```
+ */
 export function sizeClass(bytes: number): number {
   if (bytes <= 256) return 256;
   const p = 2 ** Math.floor(Math.log2(bytes - 1));

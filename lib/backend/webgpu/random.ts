@@ -25,8 +25,21 @@ function bits(x: number): number {
   return u32[0];
 }
 
-/** Fill a new buffer from the counter-based PRNG (see `Backend.random`). */
-export function random(ctx: Ctx, key: Key, size: number, dtype: DType, dist: RandomKind): GPUBuffer {
+/**
+ * Fill a new buffer from the counter-based PRNG (see `Backend.random`).
+ *
+ * @example
+ * ```ts
+ * random(ctx, keyFromSeed(0), 1000, "f32", { kind: "uniform", lo: 0, hi: 1 });
+ * ```
+ */
+export function random(
+  ctx: Ctx,
+  key: Key,
+  size: number,
+  dtype: DType,
+  dist: RandomKind,
+): GPUBuffer {
   checkAlive(ctx);
   let params: number[];
   let lane: string;

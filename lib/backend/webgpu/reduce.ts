@@ -17,7 +17,14 @@ import { perWord } from "./wgsl/dtype.ts";
 import { mapGroups } from "./wgsl/map.ts";
 import { reduceKernel } from "./wgsl/reduce.ts";
 
-/** Reduce the middle axis of `[outer, reduce, inner]` (see `Backend.reduce`). */
+/**
+ * Reduce the middle axis of `[outer, reduce, inner]` (see `Backend.reduce`).
+ *
+ * @example
+ * ```ts
+ * reduce(ctx, "sum", x, 4, 100, 1, "f32"); // row sums of a [4, 100] matrix
+ * ```
+ */
 export function reduce(
   ctx: Ctx,
   op: ReduceOp,

@@ -24,8 +24,6 @@ export interface Kernel {
   readonly inputs: number;
   /** u32 words of uniform parameters (binding 0). */
   readonly params: number;
-  /** Whether the output binding is read too (read-modify-write kernels). */
-  readonly readsOutput?: boolean;
 }
 
 /** Device state shared by the kernels of one backend instance. */
@@ -38,7 +36,7 @@ export interface Ctx {
   readonly maxBinding: number;
   readonly name: string;
   readonly pipelines: Map<string, GPUComputePipeline>;
-  readonly layouts: Map<number, { bind: GPUBindGroupLayout; pipe: GPUPipelineLayout }>;
+  readonly layouts: Map<string, { bind: GPUBindGroupLayout; pipe: GPUPipelineLayout }>;
   /** Set when the device is lost; every later call throws it. */
   lost: string | undefined;
   /** Rejecters of reads waiting on `mapAsync`, failed at once if the device is lost. */
@@ -73,14 +71,24 @@ export function readbackCount(): number {
 /** Dispatches recorded into one command buffer before it is submitted. */
 const MAX_PENDING = 64;
 
-/** Make the context for a device (see {@link Ctx}). */
-export function makeCtx(device: GPUDevice, name: string, f16: boolean): Ctx {
+/**
+ * Make the context for a device (see {@link Ctx}).
+ *
+ * @example
+ * ```ts
+ * const ctx = makeCtx(device, "webgpu:my gpu", true);
+ * ```
+ */
+export function makeCtx(device: GPUDevice, name: string, f16: boolean, maxGroups?: number): Ctx {
   const limits = device.limits;
   const ctx: Ctx = {
     device,
     pool: bufferPool(device, Math.min(512 * 2 ** 20, limits.maxBufferSize)),
     f16,
-    maxGroups: limits.maxComputeWorkgroupsPerDimension,
+    maxGroups: Math.max(
+      1,
+      Math.min(maxGroups ?? Infinity, limits.maxComputeWorkgroupsPerDimension),
+    ),
     maxBinding: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
     name,
     pipelines: new Map(),
@@ -103,46 +111,80 @@ export function makeCtx(device: GPUDevice, name: string, f16: boolean): Ctx {
   });
   device.addEventListener("uncapturederror", (ev) => {
     const e = (ev as GPUUncapturedErrorEvent).error;
-    ctx.error ??= `a WebGPU command on ${name} failed: ${e.message}`;
+    const oom = typeof GPUOutOfMemoryError === "function" && e instanceof GPUOutOfMemoryError;
+    ctx.error ??= oom
+      ? `${name} ran out of GPU memory (${e.message}); free tensors sooner (tidy, dispose) ` +
+        "or use smaller batches (reported on the next nbit call)"
+      : `a WebGPU command on ${name} failed: ${e.message} (reported on the next nbit call; ` +
+        "this is a bug in nbit, please report it)";
   });
   return ctx;
 }
 
-/** Throw if the device was lost or an earlier command failed. Call at the start of each kernel. */
+/**
+ * Throw if the device was lost or an earlier command failed. Call at the start of each kernel.
+ *
+ * @example
+ * ```ts
+ * checkAlive(ctx); // throws if the device was lost
+ * ```
+ */
 export function checkAlive(ctx: Ctx): void {
   if (ctx.lost !== undefined) throw new Error(ctx.lost);
   if (ctx.error !== undefined) {
     const msg = ctx.error;
     ctx.error = undefined;
-    throw new Error(`${msg} (reported on the next nbit call; this is a bug, please report it)`);
+    throw new Error(msg);
   }
 }
 
-function layoutFor(ctx: Ctx, inputs: number, readsOutput: boolean) {
-  const k = inputs * 2 + (readsOutput ? 1 : 0);
-  let l = ctx.layouts.get(k);
+/** u32 words of a kernel's uniform block (whole vec4s, at least one). */
+function paramWords(k: { params: number }): number {
+  return Math.max(4, Math.ceil(k.params / 4) * 4);
+}
+
+/**
+ * The bind group layout of a kernel: one per (inputs, uniform size), with the uniform's
+ * `minBindingSize` set. (Sharing one layout between pipelines with different uniform sizes
+ * trips wgpu's late binding-size check inside a compute pass.)
+ */
+function layoutFor(ctx: Ctx, k: Kernel) {
+  const words = paramWords(k);
+  const key = `${k.inputs}:${words}`;
+  let l = ctx.layouts.get(key);
   if (!l) {
     const entries: GPUBindGroupLayoutEntry[] = [
-      { binding: 0, visibility: 4, buffer: { type: "uniform" } },
+      { binding: 0, visibility: 4, buffer: { type: "uniform", minBindingSize: words * 4 } },
     ];
-    for (let i = 1; i <= inputs; i++) {
+    for (let i = 1; i <= k.inputs; i++) {
       entries.push({ binding: i, visibility: 4, buffer: { type: "read-only-storage" } });
     }
-    entries.push({ binding: inputs + 1, visibility: 4, buffer: { type: "storage" } });
+    entries.push({ binding: k.inputs + 1, visibility: 4, buffer: { type: "storage" } });
     const bind = ctx.device.createBindGroupLayout({ entries });
     l = { bind, pipe: ctx.device.createPipelineLayout({ bindGroupLayouts: [bind] }) };
-    ctx.layouts.set(k, l);
+    ctx.layouts.set(key, l);
   }
   return l;
 }
 
-/** WGSL declarations of a kernel's bindings and the `p(i)` parameter accessor. */
-export function bindings(k: { inputs: number; params: number; readsOutput?: boolean }): string {
+/**
+ * WGSL declarations of a kernel's bindings and the `p(i)` parameter accessor. Inputs are
+ * `array<u32>` unless `types` says otherwise (e.g. `f16` with shader-f16).
+ *
+ * @example
+ * ```ts
+ * bindings({ inputs: 1, params: 3 }); // P, I0 and O declarations
+ * ```
+ */
+export function bindings(k: { inputs: number; params: number; types?: readonly string[] }): string {
   const lines = [
-    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.max(1, Math.ceil(k.params / 4))}>;`,
+    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${
+      Math.max(1, Math.ceil(k.params / 4))
+    }>;`,
   ];
   for (let i = 1; i <= k.inputs; i++) {
-    lines.push(`@group(0) @binding(${i}) var<storage, read> I${i - 1}: array<u32>;`);
+    const ty = k.types?.[i - 1] ?? "u32";
+    lines.push(`@group(0) @binding(${i}) var<storage, read> I${i - 1}: array<${ty}>;`);
   }
   lines.push(`@group(0) @binding(${k.inputs + 1}) var<storage, read_write> O: array<u32>;`);
   lines.push("fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }");
@@ -156,7 +198,7 @@ function pipeline(ctx: Ctx, k: Kernel): GPUComputePipeline {
     const module = ctx.device.createShaderModule({ code, label: k.key });
     p = ctx.device.createComputePipeline({
       label: k.key,
-      layout: layoutFor(ctx, k.inputs, k.readsOutput === true).pipe,
+      layout: layoutFor(ctx, k).pipe,
       compute: { module, entryPoint: "main" },
     });
     ctx.pipelines.set(k.key, p);
@@ -164,7 +206,14 @@ function pipeline(ctx: Ctx, k: Kernel): GPUComputePipeline {
   return p;
 }
 
-/** Workgroup counts `[x, y]` covering `groups` workgroups within the per-dimension limit. */
+/**
+ * Workgroup counts `[x, y]` covering `groups` workgroups within the per-dimension limit.
+ *
+ * @example
+ * ```ts
+ * grid(ctx, 100000); // [50000, 2] with a 65535 limit
+ * ```
+ */
 export function grid(ctx: Ctx, groups: number): [number, number] {
   if (groups <= ctx.maxGroups) return [Math.max(groups, 1), 1];
   const y = Math.ceil(groups / ctx.maxGroups);
@@ -188,7 +237,14 @@ function computePass(ctx: Ctx): GPUComputePassEncoder {
   return ctx.pass;
 }
 
-/** The open command encoder, outside any compute pass (for copies and clears). */
+/**
+ * The open command encoder, outside any compute pass (for copies and clears).
+ *
+ * @example
+ * ```ts
+ * commandEncoder(ctx).clearBuffer(buf);
+ * ```
+ */
 export function commandEncoder(ctx: Ctx): GPUCommandEncoder {
   if (ctx.pass) {
     ctx.pass.end();
@@ -200,7 +256,14 @@ export function commandEncoder(ctx: Ctx): GPUCommandEncoder {
   return ctx.encoder;
 }
 
-/** Submit everything recorded so far (never waits for the GPU). */
+/**
+ * Submit everything recorded so far (never waits for the GPU).
+ *
+ * @example
+ * ```ts
+ * flush(ctx); // submits, does not wait
+ * ```
+ */
 export function flush(ctx: Ctx): void {
   ctx.flushScheduled = false;
   if (ctx.lost !== undefined) {
@@ -226,6 +289,11 @@ export function flush(ctx: Ctx): void {
 /**
  * Record one dispatch of `k` over `groups` workgroups (`number`: laid out 2-D as needed, so
  * kernels index with `g.x + g.y * nw.x * WG`), or an explicit `[x, y, z]` grid.
+ *
+ * @example
+ * ```ts
+ * dispatch(ctx, kernel, [input], out, [n], Math.ceil(n / 256));
+ * ```
  */
 export function dispatch(
   ctx: Ctx,
@@ -236,7 +304,7 @@ export function dispatch(
   groups: number | readonly [number, number, number],
 ): void {
   const pipe = pipeline(ctx, k);
-  const words = Math.max(4, Math.ceil(k.params / 4) * 4);
+  const words = paramWords(k);
   const data = new Uint32Array(words);
   for (let i = 0; i < params.length; i++) data[i] = params[i];
   const ub = ctx.pool.acquire("uniform", words * 4);
@@ -246,7 +314,7 @@ export function dispatch(
   inputs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
   entries.push({ binding: inputs.length + 1, resource: { buffer: out } });
   const bind = ctx.device.createBindGroup({
-    layout: layoutFor(ctx, k.inputs, k.readsOutput === true).bind,
+    layout: layoutFor(ctx, k).bind,
     entries,
   });
   const pass = computePass(ctx);
@@ -263,7 +331,14 @@ export function dispatch(
   else scheduleFlush(ctx);
 }
 
-/** A new storage buffer for `bytes` bytes (from the pool), checking the binding limit. */
+/**
+ * A new storage buffer for `bytes` bytes (from the pool), checking the binding limit.
+ *
+ * @example
+ * ```ts
+ * const buf = allocate(ctx, 1024);
+ * ```
+ */
 export function allocate(ctx: Ctx, bytes: number): GPUBuffer {
   if (bytes > ctx.maxBinding) {
     throw new Error(
@@ -274,18 +349,38 @@ export function allocate(ctx: Ctx, bytes: number): GPUBuffer {
   return ctx.pool.acquire("storage", bytes);
 }
 
-/** Copy host bytes into a buffer (padded to 4 bytes), after submitting recorded work. */
+/**
+ * Copy host bytes into a buffer (padded to 4 bytes), after submitting recorded work.
+ *
+ * @example
+ * ```ts
+ * writeBytes(ctx, buf, new Uint8Array([1, 2, 3])); // padded to 4 bytes
+ * ```
+ */
 export function writeBytes(ctx: Ctx, dst: GPUBuffer, bytes: Uint8Array): void {
   flush(ctx);
   const n = bytes.byteLength;
   const padded = n % 4 === 0 ? bytes : new Uint8Array(n + 4 - (n % 4));
   if (padded !== bytes) padded.set(bytes);
   if (padded.byteLength > 0) {
-    ctx.device.queue.writeBuffer(dst, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
+    ctx.device.queue.writeBuffer(
+      dst,
+      0,
+      padded.buffer as ArrayBuffer,
+      padded.byteOffset,
+      padded.byteLength,
+    );
   }
 }
 
-/** Read the first `bytes` bytes of `src` back to the host: the only readback (one mapAsync). */
+/**
+ * Read the first `bytes` bytes of `src` back to the host: the only readback (one mapAsync).
+ *
+ * @example
+ * ```ts
+ * const bytes = await readBuffer(ctx, buf, 12);
+ * ```
+ */
 export async function readBuffer(ctx: Ctx, src: GPUBuffer, bytes: number): Promise<Uint8Array> {
   checkAlive(ctx);
   const size = Math.max(4, Math.ceil(bytes / 4) * 4);

@@ -23,7 +23,14 @@ export interface Coalesced {
   readonly modes: readonly Mode[];
 }
 
-/** Merge dims of `shape` across all views; see the module doc. */
+/**
+ * Merge dims of `shape` across all views; see the module doc.
+ *
+ * @example
+ * ```ts
+ * coalesce([2, 3], [{ strides: [3, 1], offset: 0 }]); // shape [6], mode "contig"
+ * ```
+ */
 export function coalesce(
   shape: readonly number[],
   views: readonly { readonly strides: readonly number[]; readonly offset: number }[],

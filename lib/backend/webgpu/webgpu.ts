@@ -1,8 +1,23 @@
 /**
  * The WebGPU backend: every kernel of the {@link Backend} interface as WGSL compute shaders,
  * with the CPU backend's semantics. Buffers are pooled `GPUBuffer`s holding the dtype's real
- * storage (f16/bf16 two per u32, f8/u8/bool four per u32); every kernel only enqueues work, and
- * the only readback is `read`.
+ * storage (f16/bf16 two per u32, f8/u8/bool four per u32, rounded up to whole words); every
+ * kernel only enqueues work (dispatches are batched into command buffers submitted without
+ * waiting), and the only readback is `read`.
+ *
+ * Agreement with the CPU backend (tested in tests/webgpu_test.ts):
+ * - bitwise: casts between all GPU dtypes (exact RNE bit arithmetic, fp8 `saturate`), add, sub,
+ *   mul, div (correctly rounded), maximum/minimum, comparisons, where, copies, gather,
+ *   scatterAdd and concat, sums of exactly representable values, max/min/arg/all/any,
+ *   random uniform and bernoulli. "Bitwise" counts any two NaNs as equal.
+ * - within a few ulps: exp, log, tanh, sigmoid (≤ 2 ulp measured, 4 tested), sqrt and rsqrt
+ *   (built-ins, ≤ 3 ulp), pow (exact for x², else 2 + 2·|b·ln a| ulp), normal samples.
+ * - matmul and sums of arbitrary values accumulate in f32 (the CPU uses f64 and rounds once).
+ * - WGSL lets a GPU flush f32 subnormals to zero in arithmetic, so f32/bf16 results below
+ *   2^-126 may be 0 (casts stay exact). Float ops on i32 convert exactly rounded to f32 first,
+ *   so they agree with the CPU for |x| ≤ 2^24.
+ * - Out-of-range indices cannot throw without a readback: gather gives 0 and scatterAdd skips
+ *   them (the CPU backend throws).
  *
  * @example
  * ```ts
@@ -22,8 +37,8 @@ import {
   type Ctx,
   flush,
   makeCtx,
-  readBuffer,
   readbackCount,
+  readBuffer,
   writeBytes,
 } from "./runtime.ts";
 import { binary, cast, copy, fill, storageBytes, unary, where } from "./elementwise.ts";
@@ -41,6 +56,11 @@ export interface WebGPUOptions {
   powerPreference?: "low-power" | "high-performance";
   /** Fail unless the adapter supports `shader-f16`. */
   requireF16?: boolean;
+  /**
+   * Use at most this many workgroups per grid dimension (below the device limit), e.g. to
+   * exercise the 2-D dispatch that large tensors need on a small device.
+   */
+  maxWorkgroupsPerDimension?: number;
 }
 
 /** Optional GPU features the backend found and enabled. */
@@ -51,19 +71,37 @@ export interface WebGPUFeatures {
   readonly subgroups: boolean;
 }
 
-/** Device limits that matter to the kernels. */
+/** Device limits that matter to the kernels (requested at the adapter's maximum). */
 export interface WebGPULimits {
+  /** Largest buffer, in bytes. */
   readonly maxBufferSize: number;
+  /** Largest storage binding, in bytes: the largest tensor the kernels can use. */
   readonly maxStorageBufferBindingSize: number;
+  /** Workgroups per grid dimension; larger launches use a 2-D grid. */
   readonly maxComputeWorkgroupsPerDimension: number;
+  /** Invocations per workgroup. */
   readonly maxComputeInvocationsPerWorkgroup: number;
+  /** Workgroup memory, in bytes. */
   readonly maxComputeWorkgroupStorageSize: number;
 }
 
-/** A WebGPU device: a {@link Backend} plus what it found about the GPU. */
+export type { PoolStats };
+
+/**
+ * A WebGPU device: a {@link Backend} plus what it found about the GPU.
+ *
+ * @example
+ * ```ts
+ * const gpu: WebGPUBackend = await webgpu();
+ * gpu.limits.maxStorageBufferBindingSize; // e.g. 134217728
+ * ```
+ */
 export interface WebGPUBackend extends Backend {
+  /** Always `"webgpu"`. */
   readonly kind: "webgpu";
+  /** Optional features found and enabled. */
   readonly features: WebGPUFeatures;
+  /** Device limits. */
   readonly limits: WebGPULimits;
   /** The adapter's description (e.g. `"llvmpipe (LLVM 15.0.6, 256 bits)"`). */
   readonly adapter: string;
@@ -122,7 +160,7 @@ export async function webgpu(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
   const count = (names.get(desc) ?? 0) + 1;
   names.set(desc, count);
   const name = `webgpu:${desc}${count > 1 ? `#${count}` : ""}`;
-  const ctx = makeCtx(device, name, hasF16);
+  const ctx = makeCtx(device, name, hasF16, opts.maxWorkgroupsPerDimension);
   const dl = device.limits;
   return makeBackend(ctx, desc, {
     shaderF16: hasF16,
@@ -159,7 +197,7 @@ function makeBackend(
     unsupported(dtype: DType) {
       if (dtype === "f64") {
         return "f64 cannot live on WebGPU (WGSL has no f64); keep f64 tensors on the cpu " +
-          "backend, or cast to f32 first with astype(x, \"f32\")";
+          'backend, or cast to f32 first with astype(x, "f32")';
       }
       return undefined;
     },

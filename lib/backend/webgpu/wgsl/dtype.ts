@@ -16,7 +16,14 @@
 import type { DType } from "../../../dtype.ts";
 import { MATH_SNIPPETS, type Snippet } from "./math.ts";
 
-/** Elements per 32-bit word: 1 for 4-byte dtypes, 2 for 2-byte, 4 for 1-byte. */
+/**
+ * Elements per 32-bit word: 1 for 4-byte dtypes, 2 for 2-byte, 4 for 1-byte.
+ *
+ * @example
+ * ```ts
+ * perWord("bf16"); // 2
+ * ```
+ */
 export function perWord(d: DType): 1 | 2 | 4 {
   switch (d) {
     case "f32":
@@ -34,11 +41,17 @@ export function perWord(d: DType): 1 | 2 | 4 {
   throw new Error(`webgpu: dtype ${d} cannot live on the GPU`);
 }
 
-/** Whether values of `d` are computed as f32 (floats) or i32 (i32, u8, bool). */
+/**
+ * Whether values of `d` are computed as f32 (floats) or i32 (i32, u8, bool).
+ *
+ * @example
+ * ```ts
+ * isFloatDtype("u8"); // false
+ * ```
+ */
 export function isFloatDtype(d: DType): boolean {
   return d === "f32" || d === "f16" || d === "bf16" || d === "f8e4m3" || d === "f8e5m2";
 }
-
 
 // Rounding of a positive value sig * 2^(e - 31) (sig has bit 31 set; sticky != 0 when nonzero
 // bits were dropped below sig) to a float format with m mantissa bits and min normal exponent
@@ -263,7 +276,14 @@ export function helpers(names: Iterable<string>): string {
   return out.join("\n");
 }
 
-/** A WGSL expression: raw element bits (zero-extended u32) of element `i` of buffer `buf`. */
+/**
+ * A WGSL expression: raw element bits (zero-extended u32) of element `i` of buffer `buf`.
+ *
+ * @example
+ * ```ts
+ * rawLoad("I0", "f16", "i"); // "((I0[(i) >> 1u] >> (((i) & 1u) << 4u)) & 0xffffu)"
+ * ```
+ */
 export function rawLoad(buf: string, d: DType, i: string): string {
   switch (perWord(d)) {
     case 1:
@@ -278,6 +298,11 @@ export function rawLoad(buf: string, d: DType, i: string): string {
 /**
  * The helper names and a WGSL expression turning raw element bits `r` of dtype `d` into f32
  * bits (floats; exact) — i32/u8/bool are not handled here (see {@link intToF32Bits}).
+ *
+ * @example
+ * ```ts
+ * toF32Bits("bf16", "r").expr; // "((r) << 16u)"
+ * ```
  */
 export function toF32Bits(d: DType, r: string): { deps: string[]; expr: string } {
   switch (d) {
@@ -295,12 +320,26 @@ export function toF32Bits(d: DType, r: string): { deps: string[]; expr: string }
   throw new Error(`webgpu: internal error, ${d} is not a float dtype`);
 }
 
-/** WGSL expression: i32 value of raw bits `r` of an integer dtype (i32, u8, bool). */
+/**
+ * WGSL expression: i32 value of raw bits `r` of an integer dtype (i32, u8, bool).
+ *
+ * @example
+ * ```ts
+ * toI32("u8", "r"); // "i32(r)"
+ * ```
+ */
 export function toI32(d: DType, r: string): string {
   return d === "i32" ? `bitcast<i32>(${r})` : `i32(${r})`;
 }
 
-/** f32 bits of an i32 value `v`, rounded once (ties to even) even beyond 2^24. */
+/**
+ * f32 bits of an i32 value `v`, rounded once (ties to even) even beyond 2^24.
+ *
+ * @example
+ * ```ts
+ * intToF32Bits("v").deps; // ["int_fmt"]
+ * ```
+ */
 export function intToF32Bits(v: string): { deps: string[]; expr: string } {
   return {
     deps: ["int_fmt"],
@@ -308,7 +347,14 @@ export function intToF32Bits(v: string): { deps: string[]; expr: string } {
   };
 }
 
-/** Helper names and WGSL expression: the f32 value of raw element bits `r` of dtype `d`. */
+/**
+ * Helper names and WGSL expression: the f32 value of raw element bits `r` of dtype `d`.
+ *
+ * @example
+ * ```ts
+ * rawToF32("f32", "r").expr; // "bitcast<f32>(r)"
+ * ```
+ */
 export function rawToF32(d: DType, r: string): { deps: string[]; expr: string } {
   if (d === "f32") return { deps: [], expr: `bitcast<f32>(${r})` };
   if (isFloatDtype(d)) {
@@ -327,6 +373,11 @@ export function rawToF32(d: DType, r: string): { deps: string[]; expr: string } 
  * value `v`, with the rounding of the CPU backend's compute-array store: floats RNE; i32 wraps
  * like an Int32Array; u8 wraps modulo 256 like a Uint8Array; bool wraps modulo 256, then is 1
  * when nonzero.
+ *
+ * @example
+ * ```ts
+ * storeF32("f16", "y").expr; // "enc_f16(bitcast<u32>(y))"
+ * ```
  */
 export function storeF32(d: DType, v: string): { deps: string[]; expr: string } {
   switch (d) {
@@ -345,11 +396,21 @@ export function storeF32(d: DType, v: string): { deps: string[]; expr: string } 
     case "u8":
       return { deps: ["wrap_i32"], expr: `(bitcast<u32>(wrap_i32(${v})) & 0xffu)` };
     default:
-      return { deps: ["wrap_i32"], expr: `select(0u, 1u, (bitcast<u32>(wrap_i32(${v})) & 0xffu) != 0u)` };
+      return {
+        deps: ["wrap_i32"],
+        expr: `select(0u, 1u, (bitcast<u32>(wrap_i32(${v})) & 0xffu) != 0u)`,
+      };
   }
 }
 
-/** WGSL expression: lane bits of dtype `d` for an i32 value `v` (ints only; u8/bool wrap). */
+/**
+ * WGSL expression: lane bits of dtype `d` for an i32 value `v` (ints only; u8/bool wrap).
+ *
+ * @example
+ * ```ts
+ * storeI32("u8", "v").expr; // "(bitcast<u32>(v) & 0xffu)"
+ * ```
+ */
 export function storeI32(d: DType, v: string): { deps: string[]; expr: string } {
   if (d === "i32") return { deps: [], expr: `bitcast<u32>(${v})` };
   if (d === "u8") return { deps: [], expr: `(bitcast<u32>(${v}) & 0xffu)` };

@@ -38,7 +38,11 @@ function unaryF(op: UnaryOp, x: string): Res {
     case "sigmoid":
       return { t: "f", e: `sigmoid_js(${x})`, deps: ["sigmoid_js"] };
     case "relu":
-      return { t: "f", e: `select(select(0.0, ${x}, is_nan(${x})), ${x}, ${x} > 0.0)`, deps: ["is_nan"] };
+      return {
+        t: "f",
+        e: `select(select(0.0, ${x}, is_nan(${x})), ${x}, ${x} > 0.0)`,
+        deps: ["is_nan"],
+      };
     case "sign":
       return { t: "f", e: `select(select(${x}, -1.0, ${x} < 0.0), 1.0, ${x} > 0.0)` };
     case "isfinite":
@@ -77,7 +81,14 @@ function finish(r: Res, out: DType): Lane {
   };
 }
 
-/** Lane code of a unary op from `x` to `out`. */
+/**
+ * Lane code of a unary op from `x` to `out`.
+ *
+ * @example
+ * ```ts
+ * mapKernel({ key: "u.exp", ins, rank: 1, out: "f32", extras: 0, lane: unaryLane("exp", "f32", "f32") });
+ * ```
+ */
 export function unaryLane(op: UnaryOp, x: DType, out: DType): (v: Vals) => Lane {
   return (v) => {
     const int = !isFloatDtype(x) && !isFloatDtype(out) ? unaryI(op, v.i(0)) : undefined;
@@ -111,9 +122,17 @@ function binaryF(op: BinaryOp, a: string, b: string): Res {
     case "minimum":
       return { t: "f", e: `min_js(${a}, ${b})`, deps: ["min_js"] };
     case "notEqual":
-      return { t: "i", e: `select(0, 1, is_nan(${a}) || is_nan(${b}) || ${a} != ${b})`, deps: ["is_nan"] };
+      return {
+        t: "i",
+        e: `select(0, 1, is_nan(${a}) || is_nan(${b}) || ${a} != ${b})`,
+        deps: ["is_nan"],
+      };
     default:
-      return { t: "i", e: `select(0, 1, !is_nan(${a}) && !is_nan(${b}) && ${a} ${CMP[op]} ${b})`, deps: ["is_nan"] };
+      return {
+        t: "i",
+        e: `select(0, 1, !is_nan(${a}) && !is_nan(${b}) && ${a} ${CMP[op]} ${b})`,
+        deps: ["is_nan"],
+      };
   }
 }
 
@@ -137,7 +156,14 @@ function binaryI(op: BinaryOp, a: string, b: string): Res | undefined {
   }
 }
 
-/** Lane code of a binary op on inputs of dtypes `ins` producing `out`. */
+/**
+ * Lane code of a binary op on inputs of dtypes `ins` producing `out`.
+ *
+ * @example
+ * ```ts
+ * binaryLane("add", ["f16", "f16"], "f16");
+ * ```
+ */
 export function binaryLane(op: BinaryOp, ins: readonly DType[], out: DType): (v: Vals) => Lane {
   return (v) => {
     const int = !ins.some(isFloatDtype) && !isFloatDtype(out)
@@ -147,7 +173,14 @@ export function binaryLane(op: BinaryOp, ins: readonly DType[], out: DType): (v:
   };
 }
 
-/** A WGSL u32 expression converting raw bits `r` of `from` to raw bits of `to` (astype rules). */
+/**
+ * A WGSL u32 expression converting raw bits `r` of `from` to raw bits of `to` (astype rules).
+ *
+ * @example
+ * ```ts
+ * convert("f32", "bf16", "r").expr; // "enc_bf16(r)"
+ * ```
+ */
 export function convert(
   from: DType,
   to: DType,
@@ -209,7 +242,14 @@ function hex(x: number): string {
   return `0x${x.toString(16)}u`;
 }
 
-/** Lane code of a cast (or a copy when the dtypes are equal) of input 0. */
+/**
+ * Lane code of a cast (or a copy when the dtypes are equal) of input 0.
+ *
+ * @example
+ * ```ts
+ * castLane("f32", "f8e4m3", { saturate: true });
+ * ```
+ */
 export function castLane(from: DType, to: DType, opts?: CastOptions): (v: Vals) => Lane {
   return (v) => {
     const c = convert(from, to, v.raw(0), opts);
@@ -217,14 +257,17 @@ export function castLane(from: DType, to: DType, opts?: CastOptions): (v: Vals) 
   };
 }
 
-/** Lane code of `where(cond, a, b)`: a raw select when a, b and the output share a dtype. */
+/**
+ * Lane code of `where(cond, a, b)`: a raw select when a, b and the output share a dtype.
+ *
+ * @example
+ * ```ts
+ * whereLane(["bool", "f32", "f32"], "f32");
+ * ```
+ */
 export function whereLane(ins: readonly DType[], out: DType): (v: Vals) => Lane {
   return (v) => {
-    const c = ins[0] === "bool" || ins[0] === "u8"
-      ? `${v.raw(0)} != 0u`
-      : ins[0] === "i32"
-      ? `${v.raw(0)} != 0u`
-      : `truthy(${v.f(0)})`;
+    const c = isFloatDtype(ins[0]) ? `truthy(${v.f(0)})` : `${v.raw(0)} != 0u`;
     const ca = convert(ins[1], out, v.raw(1));
     const cb = convert(ins[2], out, v.raw(2));
     return {

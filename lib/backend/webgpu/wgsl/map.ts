@@ -71,7 +71,14 @@ function extrasBase(spec: Pick<MapSpec, "ins" | "rank">): number {
   return n;
 }
 
-/** The kernel for a map signature. */
+/**
+ * The kernel for a map signature.
+ *
+ * @example
+ * ```ts
+ * mapKernel({ key: "u.neg", ins: [{ dtype: "f32", mode: "contig" }], rank: 1, out: "f32", extras: 0, lane });
+ * ```
+ */
 export function mapKernel(spec: MapSpec): Kernel {
   const base = extrasBase(spec);
   const params = base + spec.extras;
@@ -138,6 +145,11 @@ function mapCode(spec: MapSpec, base: number, params: number): string {
  * WGSL of a kernel with one invocation per output word: `lane(e)` (whose body is given) returns
  * the lane bits of output element `e`, and `main` assembles and writes whole words, so packed
  * outputs never race. `p(0)` must hold the number of output elements.
+ *
+ * @example
+ * ```ts
+ * wordKernel({ inputs: 0, params: 1, out: "u8", module: "", lane: "  return e & 0xffu;" });
+ * ```
  */
 export function wordKernel(o: {
   inputs: number;
@@ -169,7 +181,14 @@ ${word.join("\n")}
 }`;
 }
 
-/** Parameters of a map kernel for a coalesced shape, per-input strides/offsets and extras. */
+/**
+ * Parameters of a map kernel for a coalesced shape, per-input strides/offsets and extras.
+ *
+ * @example
+ * ```ts
+ * mapParams({ ins: [{ dtype: "f32", mode: "contig" }], rank: 1 }, 6, [6], [[1]], [0]); // [6, 6, 0]
+ * ```
+ */
 export function mapParams(
   spec: Pick<MapSpec, "ins" | "rank">,
   n: number,
@@ -181,13 +200,20 @@ export function mapParams(
   const out = [n, ...shape];
   spec.ins.forEach((x, k) => {
     out.push(offsets[k]);
-    if (x.mode === "strided") for (const s of strides[k]) out.push(s >>> 0);
+    if (x.mode === "strided") { for (const s of strides[k]) out.push(s >>> 0); }
   });
   out.push(...extras);
   return out;
 }
 
-/** Workgroups of a map kernel writing `n` elements of `out`. */
+/**
+ * Workgroups of a map kernel writing `n` elements of `out`.
+ *
+ * @example
+ * ```ts
+ * mapGroups(1000, "u8"); // 1 (250 words)
+ * ```
+ */
 export function mapGroups(n: number, out: DType): number {
   return Math.ceil(Math.ceil(n / perWord(out)) / WG);
 }

@@ -5,12 +5,13 @@
  * accumulate in f32. transA/transB change only how tiles are loaded (coalesced either way).
  * Batches run on the z axis of the grid; batch offsets come from the batch shape and strides.
  *
- * Parameters: `[M, N, K, batch, batchShape…, aBatchStride…, bBatchStride…]`.
+ * Parameters: `[M, N, K, batch, dims, batchShape[8], aBatchStride[8], bBatchStride[8]]` (batch
+ * dims are a runtime loop, so one pipeline serves every batch rank).
  *
  * @example
  * ```ts
  * const k = matmulKernel({ a: "f16", b: "f16", out: "f16", transA: false, transB: true,
- *   batchDims: 0, f16: true });
+ * });
  * ```
  *
  * @module
@@ -31,21 +32,35 @@ export interface MatmulSig {
   readonly out: DType;
   readonly transA: boolean;
   readonly transB: boolean;
-  readonly batchDims: number;
+  /** Decode f16 tiles with native f16 (`shader-f16` enabled). */
+  readonly f16?: boolean;
 }
 
-function loader(buf: string, d: DType, deps: Set<string>): string {
+/** Most batch dimensions (after merging) a matmul kernel takes. */
+export const MAX_BATCH_DIMS = 8;
+
+function loader(buf: string, d: DType, deps: Set<string>, hw: boolean): string {
+  if (d === "f16" && hw) {
+    return `fn ld${buf}(i: u32) -> f32 { return f32(${buf}[i]); }`;
+  }
   const v = rawToF32(d, rawLoad(buf, d, "i"));
   v.deps.forEach((x) => deps.add(x));
   return `fn ld${buf}(i: u32) -> f32 { return ${v.expr}; }`;
 }
 
-/** The matmul kernel of a signature (see the module doc). */
+/**
+ * The matmul kernel of a signature (see the module doc).
+ *
+ * @example
+ * ```ts
+ * matmulKernel({ a: "f16", b: "f16", out: "f32", transA: false, transB: true });
+ * ```
+ */
 export function matmulKernel(s: MatmulSig): Kernel {
-  const nb = s.batchDims;
-  const params = 4 + 3 * nb;
+  const params = 5 + 3 * MAX_BATCH_DIMS;
   return {
-    key: `matmul:${s.a}:${s.b}:${s.out}:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}:${nb}`,
+    key: `matmul:${s.a}:${s.b}:${s.out}:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
+      (s.f16 ? ":hw16" : ""),
     inputs: 2,
     params,
     code: () => matmulCode(s, params),
@@ -54,19 +69,22 @@ export function matmulKernel(s: MatmulSig): Kernel {
 
 function matmulCode(s: MatmulSig, params: number): string {
   const deps = new Set<string>();
-  const nb = s.batchDims;
-  const ldA = loader("I0", s.a, deps);
-  const ldB = loader("I1", s.b, deps);
+  const nb = MAX_BATCH_DIMS;
+  const hw = s.f16 === true && (s.a === "f16" || s.b === "f16");
+  const ldA = loader("I0", s.a, deps, hw);
+  const ldB = loader("I1", s.b, deps, hw);
   const per = perWord(s.out);
   const st = storeF32(s.out, "v");
   st.deps.forEach((x) => deps.add(x));
-  const batch: string[] = ["    var rem = bt;", "    var ao = 0u;", "    var bo = 0u;"];
-  for (let d = nb - 1; d >= 0; d--) {
-    batch.push(
-      `    { let sz = p(${4 + d}u); let q = rem / sz; let r = rem - q * sz; rem = q;`,
-      `      ao = ao + r * p(${4 + nb + d}u); bo = bo + r * p(${4 + 2 * nb + d}u); }`,
-    );
-  }
+  const batch = [
+    "    var rem = bt;",
+    "    var ao = 0u;",
+    "    var bo = 0u;",
+    "    for (var d = i32(p(4u)) - 1; d >= 0; d = d - 1) {",
+    "      let sz = p(5u + u32(d)); let q = rem / sz; let r = rem - q * sz; rem = q;",
+    `      ao = ao + r * p(${5 + nb}u + u32(d)); bo = bo + r * p(${5 + 2 * nb}u + u32(d));`,
+    "    }",
+  ];
   // Tile loads: 1024 elements per tile, 4 per thread, consecutive threads on the contiguous axis.
   const loadA = s.transA
     ? `let kk = i / ${TILE}u; let mm = i % ${TILE}u; let gr = row0 + mm; let gk = k0 + kk;
@@ -87,10 +105,13 @@ function matmulCode(s: MatmulSig, params: number): string {
       lanes.push(`(st(acc[i][${j}]) << ${l * laneBits}u)`);
     }
     writes.push(
-      `        if (c + ${w * per}u < N) { O[(ob + c + ${w * per}u) / ${per}u] = ${lanes.join(" | ")}; }`,
+      `        if (c + ${w * per}u < N) { O[(ob + c + ${w * per}u) / ${per}u] = ${
+        lanes.join(" | ")
+      }; }`,
     );
   }
-  return `${bindings({ inputs: 2, params })}
+  const types = [hw && s.a === "f16" ? "f16" : "u32", hw && s.b === "f16" ? "f16" : "u32"];
+  return `${hw ? "enable f16;\n" : ""}${bindings({ inputs: 2, params, types })}
 ${helpers(deps)}
 ${ldA}
 ${ldB}

@@ -19,7 +19,16 @@ import type { DType } from "../../../dtype.ts";
 import type { ReduceOp } from "../../backend.ts";
 import type { Kernel } from "../runtime.ts";
 import { bindings } from "../runtime.ts";
-import { helpers, isFloatDtype, perWord, rawLoad, rawToF32, storeF32, storeI32, toI32 } from "./dtype.ts";
+import {
+  helpers,
+  isFloatDtype,
+  perWord,
+  rawLoad,
+  rawToF32,
+  storeF32,
+  storeI32,
+  toI32,
+} from "./dtype.ts";
 import { WG, wordKernel } from "./map.ts";
 
 /** Which kernel shape to use. */
@@ -77,7 +86,9 @@ function opCode(op: ReduceOp, float: boolean): OpCode {
       return {
         ty,
         init: float ? "0.0" : "0",
-        step: `if (ai == ${NONE} || (!${nan("acc")} && (${nan("v")} || v ${cmp} acc))) { acc = v; ai = r; }`,
+        step: `if (ai == ${NONE} || (!${nan("acc")} && (${
+          nan("v")
+        } || v ${cmp} acc))) { acc = v; ai = r; }`,
         combine: `if (bi != ${NONE}) {
       if (ai == ${NONE}) { acc = b; ai = bi; }
       else if (${nan("acc")} && ${nan("b")}) { ai = min(ai, bi); }
@@ -108,7 +119,14 @@ function loadValue(x: DType, float: boolean, i: string): { deps: string[]; expr:
   return float ? rawToF32(x, r) : { deps: [], expr: toI32(x, r) };
 }
 
-/** The reduce kernel for an op, input and output dtype, and kernel shape. */
+/**
+ * The reduce kernel for an op, input and output dtype, and kernel shape.
+ *
+ * @example
+ * ```ts
+ * reduceKernel("sum", "f16", "f16", "tree");
+ * ```
+ */
 export function reduceKernel(op: ReduceOp, x: DType, out: DType, shape: ReduceShape): Kernel {
   const float = isFloatDtype(x);
   const c = opCode(op, float);
@@ -148,7 +166,8 @@ export function reduceKernel(op: ReduceOp, x: DType, out: DType, shape: ReduceSh
     key,
     inputs: 1,
     params: 3,
-    code: () => `${bindings({ inputs: 1, params: 3 })}
+    code: () =>
+      `${bindings({ inputs: 1, params: 3 })}
 ${helpers(deps)}
 var<workgroup> SV: array<${c.ty}, ${WG}>;
 var<workgroup> SI: array<u32, ${WG}>;
