@@ -110,8 +110,8 @@ export {
   MAX_HEADER_BYTES,
   safetensorsDType,
   type SafetensorsEntry,
-  safetensorsErrorCode,
   type SafetensorsErrorCode,
+  safetensorsErrorCode,
   type SafetensorsFile,
 } from "./lib/safetensors.ts";
 export { type CheckpointErrorCode, checkpointErrorCode, MAX_TREE_DEPTH } from "./lib/tree_codec.ts";

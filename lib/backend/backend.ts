@@ -165,12 +165,12 @@ export interface Backend {
    * `y = clamp(x[i] / absmax[b], −1, 1)` computed in f32, ties to the lower index; `y = 0` when
    * `absmax[b]` is not > 0 or `y` is NaN. With `signGuard`, if `x[i] < 0` and `map[c] ≥ 0` then
    * `c − 1` (when c > 0); if `x[i] > 0` and `map[c] < 0` then `c + 1` (when c < 255).
-   * `x` is any float dtype; `absmax` f32 of ⌈n / blockSize⌉; optional until every backend has it.
+   * `x` is any float dtype; `absmax` f32 of ⌈n / blockSize⌉.
    */
-  quantize?(x: Arg, absmax: Arg, map: Arg, blockSize: number, signGuard: boolean): Handle;
+  quantize(x: Arg, absmax: Arg, map: Arg, blockSize: number, signGuard: boolean): Handle;
   /**
    * `out[i] = map[codes[i]] · absmax[⌊i / blockSize⌋]` computed in f32, rounded once to
    * `outDtype` (a float dtype); `codes` u8, `absmax` and `map` f32.
    */
-  dequantize?(codes: Arg, absmax: Arg, map: Arg, blockSize: number, outDtype: DType): Handle;
+  dequantize(codes: Arg, absmax: Arg, map: Arg, blockSize: number, outDtype: DType): Handle;
 }

@@ -40,6 +40,6 @@ export {
   dequantizeBlockwise,
   dynamicMap,
   quantizeBlockwise,
-  type QuantizeOptions,
   type Quantized,
+  type QuantizeOptions,
 } from "./quantize.ts";

@@ -118,14 +118,6 @@ function checkScales(op: string, n: number, absmax: Meta, map: Meta, blockSize: 
   }
 }
 
-function kernelOf<K extends "quantize" | "dequantize">(b: Backend, k: K): NonNullable<Backend[K]> {
-  const fn = b[k];
-  if (!fn) {
-    throw new Error(`${k}Blockwise: the ${b.name} backend has no ${k} kernel yet; use cpu`);
-  }
-  return fn.bind(b) as NonNullable<Backend[K]>;
-}
-
 const blockAbsmaxOp: OpDef<BlockAttrs> = {
   name: "blockAbsmax",
   tags: ["reduction"],
@@ -147,7 +139,7 @@ const quantizeOp: OpDef<QuantizeAttrs> = {
     return { shape: x.shape, dtype: "u8" };
   },
   kernel: (b, [x, absmax, map], a) =>
-    kernelOf(b, "quantize")(argOf(x), argOf(absmax), argOf(map), a.blockSize, a.signGuard),
+    b.quantize(argOf(x), argOf(absmax), argOf(map), a.blockSize, a.signGuard),
 };
 
 const dequantizeOp: OpDef<DequantizeAttrs> = {
@@ -161,7 +153,7 @@ const dequantizeOp: OpDef<DequantizeAttrs> = {
     return { shape: codes.shape, dtype: a.dtype };
   },
   kernel: (b, [codes, absmax, map], a) =>
-    kernelOf(b, "dequantize")(argOf(codes), argOf(absmax), argOf(map), a.blockSize, a.dtype),
+    b.dequantize(argOf(codes), argOf(absmax), argOf(map), a.blockSize, a.dtype),
 };
 
 function checkFloat(op: string, x: Tensor): void {

@@ -9,7 +9,7 @@
  * - bitwise: casts between all GPU dtypes (exact RNE bit arithmetic, fp8 `saturate`), add, sub,
  *   mul, div (correctly rounded), maximum/minimum, comparisons, where, copies, gather,
  *   scatterAdd and concat, sums of exactly representable values, max/min/arg/all/any,
- *   random uniform and bernoulli. "Bitwise" counts any two NaNs as equal.
+ *   random uniform and bernoulli, block-wise 8-bit quantize and dequantize. "Bitwise" counts any two NaNs as equal.
  * - within a few ulps: exp, log, tanh, sigmoid (≤ 2 ulp measured, 4 tested), sqrt and rsqrt
  *   (built-ins, ≤ 3 ulp), pow (exact for x², else 2 + 2·|b·ln a| ulp), normal samples.
  * - matmul and sums of arbitrary values accumulate in f32 (the CPU uses f64 and rounds once).
@@ -46,6 +46,7 @@ import { matmul } from "./matmul.ts";
 import { reduce } from "./reduce.ts";
 import { concat, gather, scatterAdd } from "./indexing.ts";
 import { random } from "./random.ts";
+import { dequantize, quantize } from "./quantize.ts";
 import type { PoolStats } from "./pool.ts";
 
 export { readbackCount };
@@ -230,5 +231,8 @@ function makeBackend(
     scatterAdd: (base, idx, upd, outer, axis, inner) =>
       scatterAdd(ctx, base, idx, upd, outer, axis, inner),
     random: (key, size, dtype, dist) => random(ctx, key, size, dtype, dist),
+    quantize: (x, absmax, map, bs, guard) => quantize(ctx, x, absmax, map, bs, guard),
+    dequantize: (codes, absmax, map, bs, outDtype) =>
+      dequantize(ctx, codes, absmax, map, bs, outDtype),
   };
 }
