@@ -28,7 +28,8 @@ import type { Tensor } from "./tensor.ts";
 import { dispose, tidy } from "./tensor.ts";
 import { valueAndGrad } from "./autodiff.ts";
 import { leaves } from "./tree.ts";
-import { add } from "./ops/elementwise.ts";
+import { add, astype } from "./ops/elementwise.ts";
+import { concat, reshape } from "./ops/shape.ts";
 import type { Optimizer } from "./optim/types.ts";
 
 /** Everything a training run carries from step to step. Plain data: trees of tensors. */
@@ -240,10 +241,16 @@ export async function fit<B>(
   let epoch = 0;
   const flush = async () => {
     if (!last || !lossSum) return;
+    // One readback for every logged value (each GPU→host read costs milliseconds).
+    const named: [string, Tensor][] = [["loss", lossSum]];
+    for (const [k, v] of Object.entries(last)) if (k !== "loss") named.push([k, v]);
+    if (skippedSum) named.push(["skipped", skippedSum]);
+    const values = await readScalars(named.map(([, v]) => v));
     const metrics: Record<string, number> = {};
-    for (const [k, v] of Object.entries(last)) if (k !== "loss") metrics[k] = await v.item();
-    if (skippedSum) metrics.skipped = await skippedSum.item();
-    const entry = { step: current.step, epoch, loss: (await lossSum.item()) / window, metrics };
+    named.forEach(([k], i) => (metrics[k] = values[i]));
+    const loss = metrics.loss / window;
+    delete metrics.loss;
+    const entry = { step: current.step, epoch, loss, metrics };
     history.push(entry);
     opts.onLog?.(entry);
     dispose([lossSum, skippedSum, last]);
@@ -275,6 +282,15 @@ export async function fit<B>(
   return { state: current, history };
 }
 
+/** Read several scalar tensors (one device) back with a single readback. */
+async function readScalars(xs: readonly Tensor[]): Promise<number[]> {
+  const dtype = xs.some((x) => x.dtype === "f64") ? "f64" : "f32";
+  const packed = tidy(() => concat(xs.map((x) => astype(reshape(x, [1]), dtype)), 0));
+  const out = Array.from(await packed.data());
+  packed.dispose();
+  return out;
+}
+
 /**
  * Run `fn` over `batches` without gradients and return the sum and the mean (over batches) of
  * each scalar metric it returns. Sums are accumulated on the device and read once.
@@ -303,10 +319,12 @@ export async function evaluate<B>(
   }
   const sum: Record<string, number> = {};
   const mean: Record<string, number> = {};
-  for (const [k, v] of Object.entries(acc ?? {})) {
-    sum[k] = await v.item();
+  const entries = Object.entries(acc ?? {});
+  const values = entries.length ? await readScalars(entries.map(([, v]) => v)) : [];
+  entries.forEach(([k], i) => {
+    sum[k] = values[i];
     mean[k] = sum[k] / n;
-  }
+  });
   dispose(acc);
   return { sum, mean, batches: n };
 }
