@@ -198,6 +198,17 @@ fn dec_e5m2(q: u32) -> u32 {
     code: `
 fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }`,
   },
+  // An order-preserving u32 key of a non-NaN f32 (±0 share one key), compared as integers so
+  // that GPUs which flush subnormals in float compares still order them exactly.
+  ord_key: {
+    deps: [],
+    code: `
+fn ord_key(x: f32) -> u32 {
+  let u = bitcast<u32>(x);
+  if ((u & 0x7fffffffu) == 0u) { return 0x80000000u; }
+  return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u);
+}`,
+  },
   is_inf: {
     deps: [],
     code: `

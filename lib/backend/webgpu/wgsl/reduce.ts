@@ -76,26 +76,36 @@ function opCode(op: ReduceOp, float: boolean): OpCode {
       const fold = (x: string) =>
         float
           ? `if (is_nan(${x}) || is_nan(acc)) { acc = bitcast<f32>(0x7fc00000u | (p(0u) & 0u)); } ` +
-            `else if (${x} ${cmp} acc) { acc = ${x}; }`
+            `else if (ord_key(${x}) ${cmp} ord_key(acc)) { acc = ${x}; }`
           : `if (${x} ${cmp} acc) { acc = ${x}; }`;
-      return { ty, init, step: fold("v"), combine: fold("b"), deps: ["is_nan"], store: st };
+      return {
+        ty,
+        init,
+        step: fold("v"),
+        combine: fold("b"),
+        deps: ["is_nan", "ord_key"],
+        store: st,
+      };
     }
     case "argmax":
     case "argmin": {
       const cmp = op === "argmax" ? ">" : "<";
+      const key = (x: string) => (float ? `ord_key(${x})` : x);
       return {
         ty,
         init: float ? "0.0" : "0",
-        step: `if (ai == ${NONE} || (!${nan("acc")} && (${
-          nan("v")
-        } || v ${cmp} acc))) { acc = v; ai = r; }`,
+        step: `if (ai == ${NONE} || (!${nan("acc")} && (${nan("v")} || ${key("v")} ${cmp} ${
+          key("acc")
+        }))) { acc = v; ai = r; }`,
         combine: `if (bi != ${NONE}) {
       if (ai == ${NONE}) { acc = b; ai = bi; }
       else if (${nan("acc")} && ${nan("b")}) { ai = min(ai, bi); }
-      else if (${nan("b")} || (!${nan("acc")} && b ${cmp} acc)) { acc = b; ai = bi; }
-      else if (!${nan("acc")} && b == acc) { ai = min(ai, bi); }
+      else if (${nan("b")} || (!${nan("acc")} && ${key("b")} ${cmp} ${
+          key("acc")
+        })) { acc = b; ai = bi; }
+      else if (!${nan("acc")} && ${key("b")} == ${key("acc")}) { ai = min(ai, bi); }
     }`,
-        deps: ["is_nan"],
+        deps: ["is_nan", "ord_key"],
         store: (out) => storeI32(out, "bitcast<i32>(ai)"),
       };
     }
