@@ -38,8 +38,8 @@ const toBool = (): DType => "bool";
 const EW: readonly OpTag[] = ["elementwise"];
 const TR: readonly OpTag[] = ["elementwise", "transcendental"];
 
-/** @internal Unary op declarations. */
-export const unaryOps = {
+/** Unary op declarations. */
+const unaryOps = {
   neg: unaryOp("neg", "neg", EW, same, (g) => neg(g)),
   abs: unaryOp("abs", "abs", EW, same, (g, x) => mul(g, sign(x))),
   sign: unaryOp("sign", "sign", EW, same, (g) => mul(g, 0)),
@@ -132,8 +132,8 @@ function binaryMeta(
   return { shape: broadcastShapes(name, a.shape, b.shape), dtype: outDtype(a.dtype) };
 }
 
-/** @internal Binary op declarations. */
-export const binaryOps = {
+/** Binary op declarations. */
+const binaryOps = {
   add: binaryOp("add", "add", EW, same, (g) => [g, g]),
   sub: binaryOp("sub", "sub", EW, same, (g, _a, _b, _o, n) => [g, n[1] ? neg(g) : null]),
   mul: binaryOp("mul", "mul", EW, same, (g, a, b, _o, n) => [

@@ -118,8 +118,8 @@ function expandBack(g: Tensor, x: Tensor, a: ReduceAttrs): Tensor {
   return broadcastTo(reshape(g, kept), x.shape);
 }
 
-/** @internal Reduction op declarations. */
-export const reduceOps = {
+/** Reduction op declarations. */
+const reduceOps = {
   sum: reduceOp("sum", "sum", sumDtype, (g, [x], _o, a) => [expandBack(g, x, a)]),
   max: reduceOp("max", "max", (d) => d, (g, [x], out, a) => [extremeGrad(g, x, out, a)]),
   min: reduceOp("min", "min", (d) => d, (g, [x], out, a) => [extremeGrad(g, x, out, a)]),
