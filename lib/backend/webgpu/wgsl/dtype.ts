@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { DType } from "../../../dtype.ts";
+import { byteSize, type DType } from "../../../dtype.ts";
 import { MATH_SNIPPETS, type Snippet } from "./math.ts";
 
 /**
@@ -25,20 +25,8 @@ import { MATH_SNIPPETS, type Snippet } from "./math.ts";
  * ```
  */
 export function perWord(d: DType): 1 | 2 | 4 {
-  switch (d) {
-    case "f32":
-    case "i32":
-      return 1;
-    case "f16":
-    case "bf16":
-      return 2;
-    case "f8e4m3":
-    case "f8e5m2":
-    case "u8":
-    case "bool":
-      return 4;
-  }
-  throw new Error(`webgpu: dtype ${d} cannot live on the GPU`);
+  if (d === "f64") throw new Error(`webgpu: dtype ${d} cannot live on the GPU`);
+  return (4 / byteSize(d)) as 1 | 2 | 4;
 }
 
 /**
