@@ -171,3 +171,34 @@ gtest(
     small.device.destroy();
   },
 );
+
+gtest("matmul: both register blocks (4×4 and 8×8) agree with the cpu on odd shapes", async () => {
+  const shapes: [number, number, number, number][] = [[1, 1, 1, 1], [3, 67, 5, 129], [
+    2,
+    130,
+    33,
+    9,
+  ]];
+  for (const matmulBlock of [4, 8] as const) {
+    const dev = await webgpu({ matmulBlock });
+    for (const [batch, m, k, n] of shapes) {
+      for (const dtype of ["f32", "f16"] as const) {
+        const a = random.normal(random.key(m), [batch, m, k], { dtype });
+        const b = random.normal(random.key(n), [k, n], { dtype });
+        const want = await matmul(a, b).data();
+        const ga = tensor(await a.data(), { dtype, shape: a.shape, device: dev });
+        const gb = tensor(await b.data(), { dtype, shape: b.shape, device: dev });
+        const got = await matmul(ga, gb).data();
+        for (let i = 0; i < want.length; i++) {
+          const tol = (dtype === "f16" ? 2 ** -10 : 2 ** -20) * (k + 2) * 4 + 1e-6;
+          assert.ok(
+            Math.abs(got[i] - want[i]) <= tol * Math.max(1, Math.abs(want[i])),
+            `block ${matmulBlock} ${dtype} [${batch},${m},${k}]x[${k},${n}] at ${i}: ` +
+              `${got[i]} vs ${want[i]}`,
+          );
+        }
+      }
+    }
+    dev.device.destroy();
+  }
+});

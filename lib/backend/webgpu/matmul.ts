@@ -1,7 +1,8 @@
 /**
- * The WebGPU matmul entry: dispatches the tiled kernel of `wgsl/matmul.ts`. Packed outputs
- * whose rows do not fill whole words (f16/bf16 with odd `n`, 1-byte dtypes with `n % 4 ≠ 0`)
- * go through an f32 buffer and one cast, so no two invocations write the same word.
+ * The WebGPU matmul entry: dispatches the tiled kernel of `wgsl/matmul.ts`, with a register
+ * block chosen per adapter. Packed outputs whose rows do not fill whole words (f16/bf16 with
+ * odd `n`, 1-byte dtypes with `n % 4 ≠ 0`) go through an f32 buffer and one cast, so no two
+ * invocations write the same word.
  *
  * @example
  * ```ts
@@ -16,7 +17,7 @@ import type { Arg, MatmulGeometry } from "../backend.ts";
 import { checkAlive, commandEncoder, type Ctx, dispatch } from "./runtime.ts";
 import { flat, output, runMap } from "./elementwise.ts";
 import { perWord, storeF32 } from "./wgsl/dtype.ts";
-import { matmulKernel, MAX_BATCH_DIMS, TILE } from "./wgsl/matmul.ts";
+import { type MatmulBlock, matmulKernel, matmulTile, MAX_BATCH_DIMS } from "./wgsl/matmul.ts";
 import { coalesce } from "./views.ts";
 
 /**
@@ -42,8 +43,9 @@ export function matmul(
   if (size > 0) {
     if (g.k === 0) commandEncoder(ctx).clearBuffer(buf);
     else {
-      const gx = Math.ceil(g.n / TILE);
-      const gy = Math.ceil(g.m / TILE);
+      const block: MatmulBlock = ctx.matmulBlock;
+      const gx = Math.ceil(g.n / matmulTile(block));
+      const gy = Math.ceil(g.m / matmulTile(block));
       if (gx > ctx.maxGroups || gy > ctx.maxGroups) {
         throw new Error(
           `matmul: a ${g.m}×${g.n} output needs more workgroups than ${ctx.name} allows ` +
@@ -56,6 +58,7 @@ export function matmul(
         out: dt,
         transA: g.transA,
         transB: g.transB,
+        block,
         f16: ctx.f16,
       });
       const bd = coalesce(g.batchShape, [

@@ -35,6 +35,8 @@ export interface Ctx {
   readonly maxGroups: number;
   readonly maxBinding: number;
   readonly name: string;
+  /** Register block per matmul thread: 4 (64×64 tiles) or 8 (128×128 tiles). */
+  readonly matmulBlock: 4 | 8;
   readonly pipelines: Map<string, GPUComputePipeline>;
   readonly layouts: Map<string, { bind: GPUBindGroupLayout; pipe: GPUPipelineLayout }>;
   /** Set when the device is lost; every later call throws it. */
@@ -79,7 +81,13 @@ const MAX_PENDING = 64;
  * const ctx = makeCtx(device, "webgpu:my gpu", true);
  * ```
  */
-export function makeCtx(device: GPUDevice, name: string, f16: boolean, maxGroups?: number): Ctx {
+export function makeCtx(
+  device: GPUDevice,
+  name: string,
+  f16: boolean,
+  maxGroups?: number,
+  matmulBlock: 4 | 8 = 4,
+): Ctx {
   const limits = device.limits;
   const ctx: Ctx = {
     device,
@@ -91,6 +99,7 @@ export function makeCtx(device: GPUDevice, name: string, f16: boolean, maxGroups
     ),
     maxBinding: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
     name,
+    matmulBlock,
     pipelines: new Map(),
     layouts: new Map(),
     lost: undefined,

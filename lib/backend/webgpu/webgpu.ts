@@ -62,6 +62,12 @@ export interface WebGPUOptions {
    * exercise the 2-D dispatch that large tensors need on a small device.
    */
   maxWorkgroupsPerDimension?: number;
+  /**
+   * Outputs per matmul thread along each axis: 4 (64×64 tiles) or 8 (128×128 tiles). Default:
+   * 8 on fallback (CPU-emulated) adapters such as lavapipe, where it measured about 2× faster,
+   * and 4 on hardware GPUs, which keeps more workgroups in flight on mid-sized products.
+   */
+  matmulBlock?: 4 | 8;
 }
 
 /** Optional GPU features the backend found and enabled. */
@@ -161,7 +167,13 @@ export async function webgpu(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
   const count = (names.get(desc) ?? 0) + 1;
   names.set(desc, count);
   const name = `webgpu:${desc}${count > 1 ? `#${count}` : ""}`;
-  const ctx = makeCtx(device, name, hasF16, opts.maxWorkgroupsPerDimension);
+  const fallback = (adapter.info as { isFallbackAdapter?: boolean } | undefined)
+    ?.isFallbackAdapter ?? /llvmpipe|lavapipe|swiftshader/i.test(desc);
+  const block = opts.matmulBlock ?? (fallback ? 8 : 4);
+  if (block !== 4 && block !== 8) {
+    throw new Error(`webgpu: matmulBlock must be 4 or 8, got ${opts.matmulBlock}`);
+  }
+  const ctx = makeCtx(device, name, hasF16, opts.maxWorkgroupsPerDimension, block);
   const dl = device.limits;
   return makeBackend(ctx, desc, {
     shaderF16: hasF16,

@@ -1,9 +1,11 @@
 /**
- * WGSL of the tiled batched matrix product. A workgroup of 16×16 threads computes a 64×64 tile
- * of the output, each thread a 4×4 register block; tiles of A (64×16) and B (16×64) are staged
- * in workgroup memory as f32 (narrow dtypes are decoded once while staging), and sums
- * accumulate in f32. transA/transB change only how tiles are loaded (coalesced either way).
- * Batches run on the z axis of the grid; batch offsets come from the batch shape and strides.
+ * WGSL of the tiled batched matrix product. A workgroup of 16×16 threads computes a tile of
+ * the output, each thread a `block`×`block` register block (block 4: 64×64 tiles; block 8:
+ * 128×128 tiles, twice the multiply-adds per shared-memory read); tiles of A and B, 16 deep in
+ * the reduction, are staged in workgroup memory as f32 (narrow dtypes are decoded once while
+ * staging), and sums accumulate in f32. transA/transB change only how tiles are loaded
+ * (coalesced either way). Batches run on the z axis of the grid; batch offsets come from the
+ * batch shape and strides.
  *
  * Parameters: `[M, N, K, batch, dims, batchShape[8], aBatchStride[8], bBatchStride[8]]` (batch
  * dims are a runtime loop, so one pipeline serves every batch rank).
@@ -11,7 +13,7 @@
  * @example
  * ```ts
  * const k = matmulKernel({ a: "f16", b: "f16", out: "f16", transA: false, transB: true,
- * });
+ *   block: 8 });
  * ```
  *
  * @module
@@ -21,9 +23,13 @@ import type { Kernel } from "../runtime.ts";
 import { bindings } from "../runtime.ts";
 import { helpers, perWord, rawLoad, rawToF32, storeF32 } from "./dtype.ts";
 
-/** Output tile edge and reduction tile depth. */
-export const TILE = 64;
+/** Threads of a workgroup along each output axis. */
+const WG = 16;
+/** Reduction depth of a staged tile. */
 const BK = 16;
+
+/** Register block edges a matmul kernel is generated for. */
+export type MatmulBlock = 4 | 8;
 
 /** A matmul kernel signature. */
 export interface MatmulSig {
@@ -32,12 +38,26 @@ export interface MatmulSig {
   readonly out: DType;
   readonly transA: boolean;
   readonly transB: boolean;
+  /** Output rows and columns per thread (default 4). */
+  readonly block?: MatmulBlock;
   /** Decode f16 tiles with native f16 (`shader-f16` enabled). */
   readonly f16?: boolean;
 }
 
 /** Most batch dimensions (after merging) a matmul kernel takes. */
 export const MAX_BATCH_DIMS = 8;
+
+/**
+ * The output tile edge of one workgroup for a register block edge.
+ *
+ * @example
+ * ```ts
+ * matmulTile(8); // 128
+ * ```
+ */
+export function matmulTile(block: MatmulBlock): number {
+  return WG * block;
+}
 
 function loader(buf: string, d: DType, deps: Set<string>, hw: boolean): string {
   if (d === "f16" && hw) {
@@ -58,25 +78,20 @@ function loader(buf: string, d: DType, deps: Set<string>, hw: boolean): string {
  */
 export function matmulKernel(s: MatmulSig): Kernel {
   const params = 5 + 3 * MAX_BATCH_DIMS;
+  const block = s.block ?? 4;
   return {
     key: `matmul:${s.a}:${s.b}:${s.out}:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
-      (s.f16 ? ":hw16" : ""),
+      `:b${block}` + (s.f16 ? ":hw16" : ""),
     inputs: 2,
     params,
-    code: () => matmulCode(s, params),
+    code: () => matmulCode(s, block, params),
   };
 }
 
-function matmulCode(s: MatmulSig, params: number): string {
-  const deps = new Set<string>();
+/** The batch-offset loop: `ao`/`bo` from the batch index `bt` and the per-dim strides. */
+function batchOffsets(): string {
   const nb = MAX_BATCH_DIMS;
-  const hw = s.f16 === true && (s.a === "f16" || s.b === "f16");
-  const ldA = loader("I0", s.a, deps, hw);
-  const ldB = loader("I1", s.b, deps, hw);
-  const per = perWord(s.out);
-  const st = storeF32(s.out, "v");
-  st.deps.forEach((x) => deps.add(x));
-  const batch = [
+  return [
     "    var rem = bt;",
     "    var ao = 0u;",
     "    var bo = 0u;",
@@ -84,87 +99,129 @@ function matmulCode(s: MatmulSig, params: number): string {
     "      let sz = p(5u + u32(d)); let q = rem / sz; let r = rem - q * sz; rem = q;",
     `      ao = ao + r * p(${5 + nb}u + u32(d)); bo = bo + r * p(${5 + 2 * nb}u + u32(d));`,
     "    }",
-  ];
-  // Tile loads: 1024 elements per tile, 4 per thread, consecutive threads on the contiguous axis.
-  const loadA = s.transA
-    ? `let kk = i / ${TILE}u; let mm = i % ${TILE}u; let gr = row0 + mm; let gk = k0 + kk;
+  ].join("\n");
+}
+
+/**
+ * Staging of one operand's tile (`tile`×BK elements) into workgroup memory `dst`, laid out
+ * k-major; consecutive threads read along the operand's contiguous axis. `load` computes `v`
+ * and the tile coordinates `kk` (reduction) and `xx` (row of A / column of B) from `i`.
+ */
+function stage(dst: string, tile: number, load: string): string {
+  const threads = WG * WG;
+  return `      for (var j = 0u; j < ${(tile * BK) / threads}u; j = j + 1u) {
+        let i = t + j * ${threads}u;
+        ${load}
+        let s = kk * ${tile}u + xx;
+        ${dst}[s >> 2u][s & 3u] = v;
+      }`;
+}
+
+/** Tile loads of A and B for the transposes of `s` (zero outside the matrices). */
+function tileLoads(s: MatmulSig, tile: number): [string, string] {
+  const a = s.transA
+    ? `let kk = i / ${tile}u; let xx = i % ${tile}u; let gr = row0 + xx; let gk = k0 + kk;
         var v = 0.0; if (gr < M && gk < K) { v = ldI0(ao + gk * M + gr); }`
-    : `let mm = i / ${BK}u; let kk = i % ${BK}u; let gr = row0 + mm; let gk = k0 + kk;
+    : `let xx = i / ${BK}u; let kk = i % ${BK}u; let gr = row0 + xx; let gk = k0 + kk;
         var v = 0.0; if (gr < M && gk < K) { v = ldI0(ao + gr * K + gk); }`;
-  const loadB = s.transB
-    ? `let nn = i / ${BK}u; let kk = i % ${BK}u; let gc = col0 + nn; let gk = k0 + kk;
+  const b = s.transB
+    ? `let xx = i / ${BK}u; let kk = i % ${BK}u; let gc = col0 + xx; let gk = k0 + kk;
         var v = 0.0; if (gc < N && gk < K) { v = ldI1(bo + gc * K + gk); }`
-    : `let kk = i / ${TILE}u; let nn = i % ${TILE}u; let gc = col0 + nn; let gk = k0 + kk;
+    : `let kk = i / ${tile}u; let xx = i % ${tile}u; let gc = col0 + xx; let gk = k0 + kk;
         var v = 0.0; if (gc < N && gk < K) { v = ldI1(bo + gk * N + gc); }`;
-  const laneBits = 32 / per;
-  const writes: string[] = [];
-  for (let w = 0; w < 4 / per; w++) {
-    const lanes: string[] = [];
-    for (let l = 0; l < per; l++) {
-      const j = w * per + l;
-      lanes.push(`(st(acc[i][${j}]) << ${l * laneBits}u)`);
-    }
-    writes.push(
-      `        if (c + ${w * per}u < N) { O[(ob + c + ${w * per}u) / ${per}u] = ${
-        lanes.join(" | ")
-      }; }`,
-    );
+  return [a, b];
+}
+
+/** One reduction step, unrolled: `block` rows of A times `block` columns of B into `acc`. */
+function multiplyAdds(block: number, tile: number): string {
+  const v = block / 4;
+  const lines: string[] = [];
+  for (let q = 0; q < v; q++) {
+    lines.push(`let a${q} = As[kk * ${tile / 4}u + l.y * ${v}u + ${q}u];`);
   }
+  for (let q = 0; q < v; q++) {
+    lines.push(`let b${q} = Bs[kk * ${tile / 4}u + l.x * ${v}u + ${q}u];`);
+  }
+  for (let r = 0; r < block; r++) {
+    for (let q = 0; q < v; q++) {
+      lines.push(`acc[${r}][${q}] = acc[${r}][${q}] + a${r >> 2}.${"xyzw"[r & 3]} * b${q};`);
+    }
+  }
+  return lines.join("\n        ");
+}
+
+/**
+ * Stores of the register block, unrolled so `acc` is indexed by constants only (a dynamic
+ * index makes some compilers, e.g. lavapipe's, keep the accumulators in memory). Each word of
+ * `O` packs `perWord(out)` adjacent columns, rounded once by `st`.
+ */
+function stores(out: DType, block: number): string {
+  const per = perWord(out);
+  const laneBits = 32 / per;
+  const rows: string[] = [];
+  for (let i = 0; i < block; i++) {
+    const words: string[] = [];
+    for (let w = 0; w < block / per; w++) {
+      const lanes: string[] = [];
+      for (let l = 0; l < per; l++) {
+        const j = w * per + l;
+        lanes.push(`(st(acc[${i}][${j >> 2}][${j & 3}]) << ${l * laneBits}u)`);
+      }
+      const c = `c + ${w * per}u`;
+      words.push(`        if (${c} < N) { O[(ob + ${c}) / ${per}u] = ${lanes.join(" | ")}; }`);
+    }
+    rows.push(`    {
+      let r = row0 + l.y * ${block}u + ${i}u;
+      if (r < M) {
+        let ob = bt * M * N + r * N;
+${words.join("\n")}
+      }
+    }`);
+  }
+  return rows.join("\n");
+}
+
+function matmulCode(s: MatmulSig, block: MatmulBlock, params: number): string {
+  const deps = new Set<string>();
+  const hw = s.f16 === true && (s.a === "f16" || s.b === "f16");
+  const ldA = loader("I0", s.a, deps, hw);
+  const ldB = loader("I1", s.b, deps, hw);
+  const st = storeF32(s.out, "v");
+  st.deps.forEach((x) => deps.add(x));
+  const tile = matmulTile(block);
+  const [loadA, loadB] = tileLoads(s, tile);
   const types = [hw && s.a === "f16" ? "f16" : "u32", hw && s.b === "f16" ? "f16" : "u32"];
   return `${hw ? "enable f16;\n" : ""}${bindings({ inputs: 2, params, types })}
 ${helpers(deps)}
 ${ldA}
 ${ldB}
 fn st(v: f32) -> u32 { return ${st.expr}; }
-var<workgroup> As: array<vec4<f32>, ${(BK * TILE) / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${(BK * TILE) / 4}>;
-@compute @workgroup_size(16, 16)
+var<workgroup> As: array<vec4<f32>, ${(BK * tile) / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${(BK * tile) / 4}>;
+@compute @workgroup_size(${WG}, ${WG})
 fn main(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>,
         @builtin(num_workgroups) nw: vec3<u32>) {
   let M = p(0u);
   let N = p(1u);
   let K = p(2u);
   let B = p(3u);
-  let t = l.y * 16u + l.x;
-  let row0 = wg.y * ${TILE}u;
-  let col0 = wg.x * ${TILE}u;
+  let t = l.y * ${WG}u + l.x;
+  let row0 = wg.y * ${tile}u;
+  let col0 = wg.x * ${tile}u;
   for (var bt = wg.z; bt < B; bt = bt + nw.z) {
-${batch.join("\n")}
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+${batchOffsets()}
+    var acc = array<array<vec4<f32>, ${block / 4}>, ${block}>();
     for (var k0 = 0u; k0 < K; k0 = k0 + ${BK}u) {
-      for (var j = 0u; j < 4u; j = j + 1u) {
-        let i = t + j * 256u;
-        {
-        ${loadA}
-        let sa = kk * ${TILE}u + mm;
-        As[sa >> 2u][sa & 3u] = v;
-        }
-        {
-        ${loadB}
-        let sb = kk * ${TILE}u + nn;
-        Bs[sb >> 2u][sb & 3u] = v;
-        }
-      }
+${stage("As", tile, loadA)}
+${stage("Bs", tile, loadB)}
       workgroupBarrier();
       for (var kk = 0u; kk < ${BK}u; kk = kk + 1u) {
-        let a = As[kk * ${TILE / 4}u + l.y];
-        let b = Bs[kk * ${TILE / 4}u + l.x];
-        acc[0] = acc[0] + a.x * b;
-        acc[1] = acc[1] + a.y * b;
-        acc[2] = acc[2] + a.z * b;
-        acc[3] = acc[3] + a.w * b;
+        ${multiplyAdds(block, tile)}
       }
       workgroupBarrier();
     }
-    let c = col0 + l.x * 4u;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-      let r = row0 + l.y * 4u + i;
-      if (r < M) {
-        let ob = bt * M * N + r * N;
-${writes.join("\n")}
-      }
-    }
+    let c = col0 + l.x * ${block}u;
+${stores(s.out, block)}
   }
 }`;
 }
