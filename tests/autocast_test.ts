@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import type { DType } from "../lib/dtype.ts";
 import { full, type Tensor, tensor, tidy } from "../lib/tensor.ts";
 import { intercept } from "../lib/op.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import { byteSize, type DType, dtypes, type Storage, storageFor } from "../lib/dtype.ts";
 import type { Backend } from "../lib/backend/backend.ts";
 import { dispose, fromStorage, memory, Tensor, tensor, zeros } from "../lib/tensor.ts";

@@ -5,7 +5,7 @@
  * broadcasting through zero strides, and NaN/±Inf inputs.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import type { MatmulGeometry } from "../lib/backend/backend.ts";
 import { matmulKernel } from "../lib/backend/cpu/matmul.ts";
 

@@ -1,4 +1,4 @@
-import fc from "fast-check";
+import fc from "./fc.ts";
 import assert from "node:assert/strict";
 import * as native from "../lib/dtype.ts";
 import {

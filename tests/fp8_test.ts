@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import { roundTo } from "../lib/dtype.ts";
 import { dispose, full, memory, ones, type Tensor, tensor, zeros } from "../lib/tensor.ts";
 import { leaves } from "../lib/tree.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import { full, memory, type Tensor, tensor } from "../lib/tensor.ts";
 import { leaves, map } from "../lib/tree.ts";
 import * as random from "../lib/random.ts";

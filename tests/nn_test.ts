@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import { dispose, memory, type Tensor, tensor, tidy, zeros } from "../lib/tensor.ts";
 import { intercept } from "../lib/op.ts";
 import { grad, valueAndGrad } from "../lib/autodiff.ts";

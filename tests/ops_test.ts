@@ -4,7 +4,7 @@
  * an independent rounding oracle), plus type promotion, NaN rules, and fast-check properties
  * for broadcasting and reductions.
  */
-import fc from "fast-check";
+import fc from "./fc.ts";
 import assert from "node:assert/strict";
 import {
   abs,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./fc.ts";
 import { type DType, roundTo } from "../lib/dtype.ts";
 import { dispose, memory, type Tensor, tensor, tidy } from "../lib/tensor.ts";
 import { leaves } from "../lib/tree.ts";

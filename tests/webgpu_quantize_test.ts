@@ -24,7 +24,7 @@
  * Bitwise counts two NaNs as equal. Run on both software adapters:
  * `DENO_WEBGPU_BACKEND=vulkan` (lavapipe, shader-f16) and `DENO_WEBGPU_BACKEND=gl` (llvmpipe).
  */
-import fc from "fast-check";
+import fc from "./fc.ts";
 import assert from "node:assert/strict";
 import { decode, type DType, encode, type Storage } from "../lib/dtype.ts";
 import type { Arg, Backend } from "../lib/backend/backend.ts";

@@ -12,7 +12,7 @@
  * sign (GPUs and V8 produce different default NaNs). f32 and bf16 inputs avoid subnormals,
  * which WGSL lets a GPU flush to zero in arithmetic (casts are exact even for subnormals).
  */
-import fc from "fast-check";
+import fc from "./fc.ts";
 import assert from "node:assert/strict";
 import { decode, type DType, encode, type Storage, storageFor } from "../lib/dtype.ts";
 import type { Arg, Backend, BinaryOp, Handle, UnaryOp, View } from "../lib/backend/backend.ts";
