@@ -143,10 +143,20 @@ export const cpu: Backend = {
   where(cond, a, b, outDtype) {
     const n = a.shape.reduce((p, d) => p * d, 1);
     const c = materialize(cond);
-    const av = materialize(a);
-    const bv = materialize(b);
     const out = computeArray(outDtype, n);
-    for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv[i];
+    // A broadcast scalar branch (e.g. where(mask, g, 0)) is read once, not materialized.
+    const av = isScalarView(a) ? values(a)[a.offset] : materialize(a);
+    const bv = isScalarView(b) ? values(b)[b.offset] : materialize(b);
+    if (typeof av === "number" && typeof bv === "number") {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bv;
+    } else if (typeof av === "number") {
+      const bs = bv as Num;
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bs[i];
+    } else if (typeof bv === "number") {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv;
+    } else {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv[i];
+    }
     return store(outDtype, out);
   },
   reduce(op, x, outer, reduce, inner, outDtype) {
