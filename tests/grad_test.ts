@@ -56,21 +56,10 @@ import {
   zeros,
 } from "../mod.ts";
 import { greater } from "../mod.ts";
+import { rng } from "./rng.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Finite-difference harness
-
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6D2B79F5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 

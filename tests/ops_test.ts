@@ -71,6 +71,7 @@ import {
   where,
   zeros,
 } from "../mod.ts";
+import { rng } from "./rng.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Independent rounding oracle (REFERENCE.md §1.2 rule 3: the quantum formula, applied once)
@@ -194,18 +195,6 @@ async function run(fn: () => Tensor): Promise<Out> {
 /** Values of `raw` once stored as `d` (read back from a tensor, so exactly what ops see). */
 async function stored(raw: readonly number[], d: DType): Promise<number[]> {
   return (await run(() => tensor(raw, { dtype: d }))).data;
-}
-
-/** A small deterministic PRNG (mulberry32), for reproducible test data. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6D2B79F5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const FLOATS: readonly DType[] = ["f64", "f32", "f16", "bf16"];

@@ -17,23 +17,13 @@ import { mean } from "../lib/ops/reduce.ts";
 import { leaves, map as treeMap } from "../lib/tree.ts";
 import { roundTo } from "../lib/dtype.ts";
 import { disposeReplaced, trainStep } from "../lib/train.ts";
+import { rng } from "./rng.ts";
 
 const SIGNED = Array.from(dynamicMap());
 const UNSIGNED = Array.from(dynamicMap({ signed: false }));
 
 // ---------------------------------------------------------------------------------------------
 // Test data: a seeded PRNG (mulberry32 + Box–Muller), plain JS numbers
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randn(n: number, seed: number, scale = 1): number[] {
   const u = rng(seed);

@@ -37,6 +37,7 @@ import type { Optimizer } from "../lib/optim/types.ts";
 import { disposeReplaced } from "../lib/train.ts";
 import { leaves } from "../lib/tree.ts";
 import { gtest } from "./webgpu_setup.ts";
+import { rng } from "./rng.ts";
 
 const FC = { numRuns: 40, endOnFailure: true } as const;
 /** The two dynamic maps and an ascending map reaching past ±1 (where the clamp matters). */
@@ -52,17 +53,6 @@ const PARAM_ULPS = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Data: a seeded PRNG and blocks of different kinds
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gauss(u: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
