@@ -83,6 +83,18 @@ interface RefOpts {
 }
 
 /** `steps` Adam updates of one param; returns the params and the stored moments. */
+/** adam8bit's defaults, as reference options. */
+const ADAM_8BIT_DEFAULTS: RefOpts = {
+  lr: 1e-3,
+  b1: 0.9,
+  b2: 0.999,
+  eps: 1e-8,
+  wd: 0,
+  decoupled: false,
+  eightBit: true,
+  bs: 256,
+};
+
 function refAdam(p0: number[], gs: number[][], o: RefOpts) {
   let p = p0.slice();
   let m = p0.map(() => 0);
@@ -326,17 +338,7 @@ Deno.test("adam8bit: state dtypes are u8 + f32; bf16 params stay bf16", async ()
   const gbf = await Promise.all(
     gsteps.map(async (g) => Array.from(await tensor(g.w, { dtype: "bf16" }).data())),
   );
-  const ref = refAdam(p0bf, gbf, {
-    lr: 1e-3,
-    b1: 0.9,
-    b2: 0.999,
-    eps: 1e-8,
-    wd: 0,
-    decoupled: false,
-    eightBit: true,
-    bs: 256,
-    round: (x) => roundTo("bf16", x),
-  });
+  const ref = refAdam(p0bf, gbf, { ...ADAM_8BIT_DEFAULTS, round: (x) => roundTo("bf16", x) });
   const got = await values(params.w);
   const differ = got.filter((v, i) => v !== ref.p[i]).length;
   console.log(`bf16 params: ${differ} of ${N} differ from the reference`);
@@ -372,16 +374,7 @@ Deno.test("adam8bit: non-finite grad elements zero their moments and keep their 
   }
   assert.ok(pw.every(Number.isFinite) && m.every(Number.isFinite) && v.every(Number.isFinite));
   assert.ok(pw.filter((x, i) => x !== pb[i]).length > N - 10, "other elements update");
-  const ref = refAdam(p0.w, [grads(N, 51), g], {
-    lr: 1e-3,
-    b1: 0.9,
-    b2: 0.999,
-    eps: 1e-8,
-    wd: 0,
-    decoupled: false,
-    eightBit: true,
-    bs: 256,
-  });
+  const ref = refAdam(p0.w, [grads(N, 51), g], ADAM_8BIT_DEFAULTS);
   checkParams(pw, ref.p, 1e-3, "w");
   dispose([params, state, before.params, before.state]);
 });
@@ -504,16 +497,7 @@ Deno.test("adam8bit: f64 params compute in f64 and stay f64; small f64 tensors k
   assert.equal(params.w.dtype, "f64");
   assert.equal((s1.mu as Record<string, Tensor>).b.dtype, "f32");
   assert.deepEqual([...new Set(leaves(s1).map((t) => t.dtype))].sort(), ["f32", "u8"]);
-  const ref = refAdam(p0.w, [gs[0].w], {
-    lr: 1e-3,
-    b1: 0.9,
-    b2: 0.999,
-    eps: 1e-8,
-    wd: 0,
-    decoupled: false,
-    eightBit: true,
-    bs: 256,
-  });
+  const ref = refAdam(p0.w, [gs[0].w], ADAM_8BIT_DEFAULTS);
   checkParams(await values(params.w), ref.p, 1e-3, "w");
   dispose([params, s0, s1, g]);
 });
