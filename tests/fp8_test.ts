@@ -7,8 +7,8 @@ import { intercept } from "../lib/op.ts";
 import * as random from "../lib/random.ts";
 import { astype, div, matmul, mul, sum } from "../lib/ops/mod.ts";
 import { disposeReplaced, pipe, type Step, type TrainState, trainStep } from "../lib/train.ts";
-import { crossEntropy, mlp, mlpInit, type MlpParams } from "../lib/nn/mod.ts";
-import { adam, sgd } from "../lib/optim/mod.ts";
+import type { MlpParams } from "../lib/nn/mod.ts";
+import { sgd } from "../lib/optim/mod.ts";
 import { encodeState, loadState } from "../lib/checkpoint.ts";
 import { precision, presetNames } from "../plugins/presets.ts";
 import { gradScale } from "../plugins/grad_scale.ts";
@@ -21,6 +21,7 @@ import {
   type Fp8State,
   updateFp8Scale,
 } from "../plugins/fp8.ts";
+import { type Batch, tinyMlp } from "./tiny_mlp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -43,19 +44,7 @@ function hostFakeQuantize(x: number, s: number, d: Fp8DType): number {
   return Math.fround(q / s);
 }
 
-interface Batch {
-  x: Tensor;
-  y: Tensor;
-}
-
-const [kx, kp] = random.split(random.key(7), 2);
-const batch: Batch = {
-  x: random.normal(kx, [32, 6]),
-  y: tensor(Int32Array.from({ length: 32 }, (_, i) => i % 3), { dtype: "i32" }),
-};
-const params = mlpInit(kp, [6, 16, 3]);
-const loss = (p: MlpParams, b: Batch) => crossEntropy(mlp(p, b.x), b.y);
-const base = trainStep({ loss, optimizer: adam({ lr: 1e-2 }) });
+const { batch, params, loss, base } = tinyMlp(7);
 
 /** Run `steps` steps, returning the losses and the final state (intermediates freed). */
 async function train(step: Step<Batch>, steps: number, start?: TrainState) {
@@ -240,8 +229,9 @@ Deno.test("fp8: the cotangent is fake-quantized in e5m2 (hybrid) or e4m3, with i
 });
 
 Deno.test("fp8: only the two operands of matmul-tagged ops change; a bias does not", async () => {
+  const kp = random.split(random.key(7), 2)[1]; // the tiny task's params key
   const [k1, k2] = random.split(kp, 2);
-  const layer = (k: typeof kp, i: number, o: number) => ({
+  const layer = (k: random.Key, i: number, o: number) => ({
     w: random.normal(k, [i, o]),
     b: full([o], 0.1),
   });

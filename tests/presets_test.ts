@@ -3,31 +3,19 @@ import type { DType } from "../lib/dtype.ts";
 import { full, type Tensor, tensor } from "../lib/tensor.ts";
 import { leaves } from "../lib/tree.ts";
 import { intercept } from "../lib/op.ts";
-import * as random from "../lib/random.ts";
 import { astype, square, sub, sum } from "../lib/ops/mod.ts";
 import { valueAndGrad } from "../lib/autodiff.ts";
 import { disposeReplaced, pipe, type Step, trainStep } from "../lib/train.ts";
-import { crossEntropy, mlp, mlpInit, type MlpParams } from "../lib/nn/mod.ts";
+import type { MlpParams } from "../lib/nn/mod.ts";
 import { adam, sgd } from "../lib/optim/mod.ts";
 import { precision, presetNames } from "../plugins/presets.ts";
 import { castParams } from "../plugins/cast_params.ts";
 import { gradScale } from "../plugins/grad_scale.ts";
 import { castFloating } from "../plugins/plugin.ts";
 import type { Transformer } from "../lib/train.ts";
+import { type Batch, tinyMlp } from "./tiny_mlp.ts";
 
-interface Batch {
-  x: Tensor;
-  y: Tensor;
-}
-
-const [kx, kp] = random.split(random.key(42), 2);
-const batch: Batch = {
-  x: random.normal(kx, [32, 6]),
-  y: tensor(Int32Array.from({ length: 32 }, (_, i) => i % 3), { dtype: "i32" }),
-};
-const params = mlpInit(kp, [6, 16, 3]);
-const loss = (p: MlpParams, b: Batch) => crossEntropy(mlp(p, b.x), b.y);
-const base = trainStep({ loss, optimizer: adam({ lr: 1e-2 }) });
+const { batch, params, loss, base } = tinyMlp(42);
 
 /** Run `steps` steps, recording the losses and the dtype the linear layers computed in. */
 async function train(step: Step<Batch>, steps: number) {
