@@ -7,29 +7,12 @@
 import { apply, type OpDef } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { normAxis } from "./util.ts";
-import {
-  add,
-  astype,
-  div,
-  exp,
-  isFinite,
-  mul,
-  sigmoid,
-  stopGradient,
-  sub,
-  where,
-} from "./elementwise.ts";
+import { narrowInF32 } from "./narrow.ts";
+import { add, div, exp, isFinite, mul, sigmoid, stopGradient, sub, where } from "./elementwise.ts";
 import { logsumexp, max, sum } from "./reduce.ts";
-import { isFloating } from "../dtype.ts";
 
 interface AxisAttrs {
   readonly axis: number;
-}
-
-/** Run a composite in f32 for f16/bf16/fp8 inputs and round its result once, as one op would. */
-function narrowInF32(x: Tensor, body: (x: Tensor) => Tensor): Tensor {
-  if (x.dtype === "f64" || x.dtype === "f32" || !isFloating(x.dtype)) return body(x);
-  return astype(body(astype(x, "f32")), x.dtype);
 }
 
 const softmaxOp: OpDef<AxisAttrs> = {

@@ -24,6 +24,7 @@ import {
   where,
 } from "./elementwise.ts";
 import { broadcastTo, reshape } from "./shape.ts";
+import { narrowInF32 } from "./narrow.ts";
 
 interface ReduceAttrs {
   readonly axes: readonly number[];
@@ -187,12 +188,6 @@ const meanOp: OpDef<ReduceAttrs> = {
 /** Arithmetic mean over `axis`; ints give f32. @example `mean(tensor([1, 2, 3, 4]))` → `2.5` */
 export const mean = (x: Tensor, axis?: Axis, keepdims = false): Tensor =>
   reduce(meanOp, x, axis, keepdims);
-
-/** Run a composite in f32 for f16/bf16/fp8 inputs and round its result once, as one op would. */
-function narrowInF32(x: Tensor, body: (x: Tensor) => Tensor): Tensor {
-  if (x.dtype === "f64" || x.dtype === "f32" || !isFloating(x.dtype)) return body(x);
-  return astype(body(astype(x, "f32")), x.dtype);
-}
 
 const logsumexpOp: OpDef<ReduceAttrs> = {
   name: "logsumexp",
