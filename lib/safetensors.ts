@@ -89,6 +89,7 @@ export interface SafetensorsFile {
  *
  * | code | meaning |
  * |---|---|
+ * | `not-bytes` | (decode) the input is not a `Uint8Array` |
  * | `too-small` | fewer than 8 bytes: no header length |
  * | `header-too-large` | the header length is above {@linkcode MAX_HEADER_BYTES} |
  * | `header-beyond-file` | the header length reaches past the end of the bytes |
@@ -114,6 +115,7 @@ export interface SafetensorsFile {
  * ```
  */
 export type SafetensorsErrorCode =
+  | "not-bytes"
   | "too-small"
   | "header-too-large"
   | "header-beyond-file"
@@ -401,6 +403,11 @@ function parseMetadata(m: unknown): Record<string, string> {
   return out;
 }
 
+function describeInput(x: unknown): string {
+  if (x === null || typeof x !== "object") return String(x);
+  return `a ${(x as object).constructor?.name ?? "object"}`;
+}
+
 /** Read and parse the header: returns the parsed JSON object and where the data region begins. */
 function readHeader(bytes: Uint8Array): { header: Record<string, unknown>; start: number } {
   if (bytes.length < 8) {
@@ -451,7 +458,18 @@ function readHeader(bytes: Uint8Array): { header: Record<string, unknown>; start
  * ```
  */
 export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
-  const { header, start } = readHeader(bytes);
+  if (!(bytes instanceof Uint8Array)) {
+    fail(
+      "not-bytes",
+      `decodeSafetensors needs a Uint8Array, got ${describeInput(bytes)}; ` +
+        "wrap an ArrayBuffer as new Uint8Array(buffer)",
+    );
+  }
+  // A plain view of exactly the input's bytes: a Node `Buffer` (whose `slice` is a view), any
+  // other subclass and any offset view are read from their own `byteOffset`, never from the
+  // start of the underlying buffer, and no subclass method is called.
+  const src = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { header, start } = readHeader(src);
   let metadata: Record<string, string> | null = null;
   const parsed: Parsed[] = [];
   for (const [name, info] of Object.entries(header)) {
@@ -470,7 +488,7 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
     }
     at = p.end;
   }
-  const available = bytes.length - start;
+  const available = src.length - start;
   if (at > available) {
     fail(
       "truncated",
@@ -484,15 +502,11 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
     );
   }
   const entries = parsed.map((p): SafetensorsEntry => {
-    const raw = bytes.slice(start + p.begin, start + p.end);
+    const data = storageFor(p.dtype, (p.end - p.begin) / byteSize(p.dtype));
+    const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    raw.set(src.subarray(start + p.begin, start + p.end));
     if (!LITTLE_ENDIAN) swapBytes(raw, byteSize(p.dtype));
-    const size = (p.end - p.begin) / byteSize(p.dtype);
-    const like = storageFor(p.dtype, 0).constructor as new (
-      b: ArrayBuffer,
-      o: number,
-      n: number,
-    ) => Storage;
-    return { name: p.name, dtype: p.dtype, shape: p.shape, data: new like(raw.buffer, 0, size) };
+    return { name: p.name, dtype: p.dtype, shape: p.shape, data };
   });
   return { entries, metadata };
 }
