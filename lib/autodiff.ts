@@ -8,7 +8,7 @@
  */
 import { isFloating } from "./dtype.ts";
 import { opaque, recording, type Tape, type TapeNode } from "./op.ts";
-import { ones, Tensor, tidy, zeros } from "./tensor.ts";
+import { created, ones, Tensor, tidy, zeros } from "./tensor.ts";
 import { leaves, unflatten } from "./tree.ts";
 import { add, astype } from "./ops/elementwise.ts";
 
@@ -18,9 +18,33 @@ export interface GradOptions {
   hasAux?: boolean;
 }
 
+/**
+ * Run the VJPs from the last tape node to the first. Each cotangent is freed as soon as its last
+ * use is done: a node's cotangent after its VJP ran, a partial sum after it was added, and every
+ * temporary a VJP made at once. Only tensors made here are freed (never the seed, a forward value
+ * the tape still needs, or a tensor a VJP took from elsewhere), and a tensor is kept while any
+ * cotangent entry (e.g. an input's gradient, returned) still refers to it.
+ */
 function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]): Tensor[] {
   return opaque(() => {
     const cot = new Map<Tensor, Tensor>([[y, seed]]);
+    const uses = new Map<Tensor, number>([[seed, 1]]); // cot entries holding each tensor
+    const mine = new Set<Tensor>(); // tensors made by this backward pass
+    const hold = (t: Tensor) => uses.set(t, (uses.get(t) ?? 0) + 1);
+    const drop = (t: Tensor) => {
+      const n = (uses.get(t) ?? 0) - 1;
+      if (n > 0) return void uses.set(t, n);
+      uses.delete(t);
+      if (mine.has(t)) t.dispose();
+    };
+    const returned = new Set(inputs);
+    // A node's cotangent is final once its VJP ran (later nodes cannot use its output).
+    const consume = (out: Tensor) => {
+      const g = cot.get(out);
+      if (!g || returned.has(out)) return;
+      cot.delete(out);
+      drop(g);
+    };
     const producer = new Map<Tensor, TapeNode>(tape.nodes.map((n) => [n.out, n]));
     for (let i = tape.nodes.length - 1; i >= 0; i--) {
       const node = tape.nodes[i];
@@ -28,26 +52,38 @@ function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]
       if (!g) continue;
       checkIndexCast(node, producer.get(node.inputs[0]));
       const needs = node.inputs.map((t) => tape.watched.has(t) && isFloating(t.dtype));
-      if (!needs.some(Boolean)) continue;
+      if (!needs.some(Boolean)) {
+        consume(node.out);
+        continue;
+      }
       if (!node.op.vjp) {
         throw new Error(
           `grad: op "${node.op.name}" is not differentiable; wrap its input in ` +
             "stopGradient(...) or compute it outside the differentiated function",
         );
       }
-      const gs = node.op.vjp(g, node.inputs, node.out, node.attrs, needs);
-      node.inputs.forEach((x, j) => {
-        const gj = gs[j];
-        if (!needs[j] || !gj) return;
-        if (gj.shape.length !== x.shape.length || gj.shape.some((d, k) => d !== x.shape[k])) {
-          throw new Error(
-            `grad: internal error, VJP of ${node.op.name} gave shape [${gj.shape}] for [${x.shape}]`,
-          );
-        }
-        const gc = astype(gj, x.dtype);
-        const prev = cot.get(x);
-        cot.set(x, prev ? add(prev, gc) : gc);
+      const [, made] = created(() => {
+        const gs = node.op.vjp!(g, node.inputs, node.out, node.attrs, needs);
+        node.inputs.forEach((x, j) => {
+          const gj = gs[j];
+          if (!needs[j] || !gj) return;
+          if (gj.shape.length !== x.shape.length || gj.shape.some((d, k) => d !== x.shape[k])) {
+            throw new Error(
+              `grad: internal error, VJP of ${node.op.name} gave shape [${gj.shape}] for [${x.shape}]`,
+            );
+          }
+          const gc = astype(gj, x.dtype);
+          const prev = cot.get(x);
+          const sum = prev ? add(prev, gc) : gc;
+          hold(sum);
+          cot.set(x, sum);
+          if (prev) drop(prev);
+        });
       });
+      for (const t of made) mine.add(t);
+      // The node's cotangent is used up; so is every temporary of its VJP not held by `cot`.
+      consume(node.out);
+      for (const t of made) if (!uses.has(t)) t.dispose();
     }
     return inputs.map((x) => cot.get(x) ?? zeros(x.shape, { dtype: x.dtype, device: x.device }));
   });

@@ -174,9 +174,11 @@ function account(ref: DataRef, sign: 1 | -1): void {
   entry.buffers += sign;
   entry.bytes += bytes;
   perDtype.set(ref.dtype, entry);
-  const total = (live.bytes.get(dev) ?? 0) + bytes;
-  live.bytes.set(dev, total);
-  if (total > (live.peak.get(dev) ?? 0)) live.peak.set(dev, total);
+  for (const key of [dev, ALL]) {
+    const total = (live.bytes.get(key) ?? 0) + bytes;
+    live.bytes.set(key, total);
+    if (total > (live.peak.get(key) ?? 0)) live.peak.set(key, total);
+  }
 }
 
 function release(ref: DataRef): void {
@@ -188,9 +190,9 @@ function release(ref: DataRef): void {
   }
 }
 
-/** Live memory of one device. */
+/** Live memory of one device (or, from `memory()` with no argument, of all devices). */
 export interface MemoryInfo {
-  /** Device name. */
+  /** Device name (`"all"` for the all-devices total). */
   readonly device: string;
   /** Live tensor handles. */
   readonly tensors: number;
@@ -198,24 +200,67 @@ export interface MemoryInfo {
   readonly buffers: number;
   /** Live bytes. */
   readonly bytes: number;
-  /** Highest live bytes since the last `resetPeak`. */
+  /** Highest live bytes since the last `resetPeak` (for `"all"`: of the sum over devices). */
   readonly peakBytes: number;
   /** Buffers and bytes per dtype. */
   readonly byDtype: Readonly<Partial<Record<DType, { buffers: number; bytes: number }>>>;
 }
 
+/** {@linkcode memory}'s all-devices report: the totals, and each device that ever held a tensor. */
+export interface AllMemoryInfo extends MemoryInfo {
+  /** The per-device reports, by device name. */
+  readonly devices: Readonly<Record<string, MemoryInfo>>;
+}
+
+/** The key under which the all-devices total (and its peak) is kept. */
+const ALL = "all";
+
 /**
- * Live tensors, buffers and bytes (per dtype) on a device, and the peak since `resetPeak`.
+ * Live tensors, buffers and bytes (per dtype), and the peak since `resetPeak`. With no argument
+ * the report covers every device (CPU and GPU together, each also under `devices`); with a
+ * device, only that device.
  *
  * @example
  * ```ts
  * const before = memory().bytes;
  * const t = zeros([1024], { dtype: "f16" });
  * memory().bytes - before; // 2048
+ * memory(cpu).tensors; // live tensors on the CPU only
  * ```
  */
-export function memory(device: Backend = cpu): MemoryInfo {
-  const perDtype = live.buffers.get(device.name) ?? new Map();
+export function memory(): AllMemoryInfo;
+/** Live memory of one device. @example `memory(gpu).bytes` */
+export function memory(device: Backend): MemoryInfo;
+export function memory(device?: Backend): MemoryInfo | AllMemoryInfo {
+  if (device) return deviceMemory(device.name);
+  const devices: Record<string, MemoryInfo> = {};
+  const byDtype: Partial<Record<DType, { buffers: number; bytes: number }>> = {};
+  let tensors = 0, buffers = 0;
+  for (const name of new Set([...live.buffers.keys(), ...tensorsByDevice.keys()])) {
+    const m = devices[name] = deviceMemory(name);
+    tensors += m.tensors;
+    buffers += m.buffers;
+    for (
+      const [d, e] of Object.entries(m.byDtype) as [DType, { buffers: number; bytes: number }][]
+    ) {
+      const acc = byDtype[d] ??= { buffers: 0, bytes: 0 };
+      acc.buffers += e.buffers;
+      acc.bytes += e.bytes;
+    }
+  }
+  return {
+    device: ALL,
+    tensors,
+    buffers,
+    bytes: live.bytes.get(ALL) ?? 0,
+    peakBytes: live.peak.get(ALL) ?? 0,
+    byDtype,
+    devices,
+  };
+}
+
+function deviceMemory(name: string): MemoryInfo {
+  const perDtype = live.buffers.get(name) ?? new Map();
   const byDtype: Partial<Record<DType, { buffers: number; bytes: number }>> = {};
   let buffers = 0;
   for (const [d, e] of perDtype) {
@@ -223,18 +268,22 @@ export function memory(device: Backend = cpu): MemoryInfo {
     buffers += e.buffers;
   }
   return {
-    device: device.name,
-    tensors: tensorsByDevice.get(device.name) ?? 0,
+    device: name,
+    tensors: tensorsByDevice.get(name) ?? 0,
     buffers,
-    bytes: live.bytes.get(device.name) ?? 0,
-    peakBytes: live.peak.get(device.name) ?? 0,
+    bytes: live.bytes.get(name) ?? 0,
+    peakBytes: live.peak.get(name) ?? 0,
     byDtype,
   };
 }
 
-/** Reset the peak of {@linkcode memory} to the current live bytes. */
-export function resetPeak(device: Backend = cpu): void {
-  live.peak.set(device.name, live.bytes.get(device.name) ?? 0);
+/**
+ * Reset the peak of {@linkcode memory} to the current live bytes: of one device, or with no
+ * argument of every device and of the all-devices total.
+ */
+export function resetPeak(device?: Backend): void {
+  const names = device ? [device.name] : [...live.bytes.keys()];
+  for (const n of names) live.peak.set(n, live.bytes.get(n) ?? 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,6 +346,23 @@ export function tidy<T>(fn: () => T): T {
     else t.dispose();
   }
   return result;
+}
+
+/**
+ * @internal Run `fn` and return its result with the set of tensors created while it ran
+ * (including ones it already disposed). Nothing is disposed: the created tensors stay in the
+ * enclosing scope, so whoever calls this decides which of them to free.
+ */
+export function created<T>(fn: () => T): [T, Set<Tensor>] {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  try {
+    return [fn(), scope];
+  } finally {
+    scopes.pop();
+    const parent = scopes.at(-1);
+    if (parent) { for (const t of scope) parent.add(t); }
+  }
 }
 
 /** Exempt `t` from disposal by the enclosing {@linkcode tidy} scopes. Returns `t`. */
