@@ -185,7 +185,12 @@ const meanOp: OpDef<ReduceAttrs> = {
   },
 };
 
-/** Arithmetic mean over `axis`; ints give f32. @example `mean(tensor([1, 2, 3, 4]))` → `2.5` */
+/**
+ * Arithmetic mean over `axis`; ints give f32. Narrow floats compute in f32 like every narrow
+ * composite (the sum rounded once to f32, divided in f32) and round once to their dtype.
+ *
+ * @example `mean(tensor([1, 2, 3, 4]))` → `2.5`
+ */
 export const mean = (x: Tensor, axis?: Axis, keepdims = false): Tensor =>
   reduce(meanOp, x, axis, keepdims);
 

@@ -10,6 +10,7 @@ import {
   decode,
   type DType,
   encode,
+  isFloating,
   type Storage,
   storageFor,
 } from "../../dtype.ts";
@@ -160,7 +161,9 @@ export const cpu: Backend = {
     return store(outDtype, out);
   },
   reduce(op, x, outer, reduce, inner, outDtype) {
-    const out = computeArray(outDtype, outer * inner);
+    // A narrow float sum is rounded once, from the f64 accumulator (not f64 → f32 → narrow).
+    const once = op === "sum" && outDtype !== "f64" && outDtype !== "f32" && isFloating(outDtype);
+    const out = once ? new Float64Array(outer * inner) : computeArray(outDtype, outer * inner);
     reduceKernel(op, values(x), outer, reduce, inner, out);
     return store(outDtype, out);
   },

@@ -1,6 +1,9 @@
 /**
  * CPU reductions over the middle axis of an `[outer, reduce, inner]` layout. Sums accumulate
- * in f64 (at least as precise as the f32 accumulation the design asks for) and round once.
+ * in f64 (at least as precise as the f32 accumulation the design asks for; the WebGPU backend
+ * accumulates in f32, so the two may differ in the last bit of long sums) and round once from
+ * the accumulator to the output dtype: `out` is a `Float64Array` for f16/bf16/fp8 sums (the
+ * backend encodes it), never an f32 array that would round a second time.
  *
  * @module
  */
