@@ -274,6 +274,49 @@ export async function saveState(
 // ---------------------------------------------------------------------------------------------
 // load
 
+/** Checks of restored plugin state, by plugin slot name (see `registerPluginStateCheck`). */
+const pluginStateChecks = new Map<string, (state: unknown) => void>();
+
+/**
+ * Register the check that {@linkcode loadState} runs on a restored `state.plugins[name]`
+ * before the state is returned: it throws (with a message naming the field, the rule and the
+ * value) when the file's plugin state or config breaks the rules that the plugin's options
+ * obey. Built-in plugins register theirs when their module is imported (`gradScale`, `fp8`);
+ * registering a name again replaces its check.
+ *
+ * @example
+ * ```ts
+ * registerPluginStateCheck("countSkipped", (s) => {
+ *   if (!((s as { n?: unknown }).n instanceof Tensor)) throw new Error("countSkipped: n must be a tensor");
+ * });
+ * ```
+ */
+export function registerPluginStateCheck(name: string, check: (state: unknown) => void): void {
+  if (typeof name !== "string" || name === "" || typeof check !== "function") {
+    throw new Error(
+      "registerPluginStateCheck: needs a non-empty plugin name and a check function, got " +
+        `${typeof name} ${JSON.stringify(name)} and ${typeof check}`,
+    );
+  }
+  pluginStateChecks.set(name, check);
+}
+
+/** Run the registered checks on each restored plugin slot; a `bad-plugin-state` error if one fails. */
+function checkPluginStates(plugins: Record<string, unknown>): void {
+  for (const [name, slot] of Object.entries(plugins)) {
+    const check = pluginStateChecks.get(name);
+    if (!check) continue;
+    try {
+      check(slot);
+    } catch (e) {
+      checkpointFail(
+        "bad-plugin-state",
+        `the file's state.plugins.${name} is invalid: ${(e as Error)?.message ?? e}`,
+      );
+    }
+  }
+}
+
 /** Parse a `nbit.tree` / `nbit.state` record and check its version. */
 function parseRecord(key: string, json: string): Record<string, unknown> {
   let r: unknown;
@@ -383,7 +426,10 @@ function firstDifference(a: unknown, b: unknown, path: string): string | undefin
  * against `step.init(loaded params)` so that resuming with another optimizer or precision setup
  * fails with a message naming the first difference (`state-mismatch`); this allocates one
  * fresh optimizer/plugin state for the comparison and frees it (pass `check: false` to skip).
- * Non-tensor leaves (config numbers) are not compared: the file's values are restored.
+ * Non-tensor leaves (config numbers) are not compared: the file's values are restored, after
+ * each plugin's registered check ({@linkcode registerPluginStateCheck}) has held them to the
+ * same rules as the plugin's options (`bad-plugin-state` otherwise; this runs with
+ * `check: false` too).
  *
  * @example
  * ```ts
@@ -413,6 +459,12 @@ export async function loadState(
   if (!isPlain(tree) || !("params" in tree) || !("opt" in tree) || !isPlain(tree.plugins)) {
     dispose(tree);
     checkpointFail("bad-skeleton", "the state must be an object with params, opt and plugins");
+  }
+  try {
+    checkPluginStates(tree.plugins);
+  } catch (e) {
+    dispose(tree);
+    throw e;
   }
   const state: TrainState = {
     params: tree.params,

@@ -78,6 +78,7 @@ export type Skeleton =
  * | `name-conflict` | load without skeleton: a name is both a tensor and a prefix (`a`, `a.b`) |
  * | `not-a-state` | loadState: the file has no `nbit.state` metadata |
  * | `state-mismatch` | loadState: the file's structure differs from what `step.init` makes |
+ * | `bad-plugin-state` | loadState: a plugin's state or config breaks that plugin's rules |
  * | `no-file-system` | a path was given where `Deno.readFile`/`Deno.writeFile` do not exist |
  *
  * @example
@@ -96,6 +97,7 @@ export type CheckpointErrorCode =
   | "name-conflict"
   | "not-a-state"
   | "state-mismatch"
+  | "bad-plugin-state"
   | "no-file-system";
 
 /** @internal Throw a `CheckpointError` with `code`. */

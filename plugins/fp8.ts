@@ -50,7 +50,8 @@
  */
 import { finfo, isFloating } from "../lib/dtype.ts";
 import { apply, intercept, type OpDef } from "../lib/op.ts";
-import { full, keep, ones, type Tensor, tensor, zeros } from "../lib/tensor.ts";
+import { full, keep, ones, Tensor, tensor, zeros } from "../lib/tensor.ts";
+import { registerPluginStateCheck } from "../lib/checkpoint.ts";
 import { leaves } from "../lib/tree.ts";
 import {
   abs,
@@ -132,17 +133,15 @@ type Config = Omit<Fp8State, "amaxHistory" | "scale"> & {
   readonly maxGemms: number;
 };
 
-function configOf(opts: Fp8Options): Config {
-  const {
-    format = "hybrid",
-    amaxHistoryLen = 16,
-    margin = 0,
-    amaxComputeAlgo = "max",
-    maxGemms = 16,
-  } = opts ?? {};
-  const fail = (what: string, v: unknown) => {
-    throw new Error(`fp8: ${what}, got ${JSON.stringify(v)}`);
-  };
+type Fail = (what: string, v: unknown) => never;
+
+/** A value for an error message (NaN and ±Infinity as such, tensors by dtype and shape). */
+const shownValue = (v: unknown): string =>
+  typeof v === "number" ? String(v) : v instanceof Tensor ? v.toString() : JSON.stringify(v);
+
+/** The rules of a config, shared by the options and a restored state. */
+function checkConfig(c: Config, fail: Fail): void {
+  const { format, amaxHistoryLen, margin, amaxComputeAlgo, maxGemms } = c;
   if (format !== "hybrid" && format !== "e4m3") {
     fail(
       'format must be "hybrid" or "e4m3" (pure e5m2 training is not supported, as in TE)',
@@ -159,8 +158,59 @@ function configOf(opts: Fp8Options): Config {
   if (!Number.isInteger(maxGemms) || maxGemms < 1) {
     fail("maxGemms must be an integer ≥ 1", maxGemms);
   }
-  return { format, amaxHistoryLen, margin, amaxComputeAlgo, maxGemms };
 }
+
+function configOf(opts: Fp8Options): Config {
+  const {
+    format = "hybrid",
+    amaxHistoryLen = 16,
+    margin = 0,
+    amaxComputeAlgo = "max",
+    maxGemms = 16,
+  } = opts ?? {};
+  const config = { format, amaxHistoryLen, margin, amaxComputeAlgo, maxGemms };
+  checkConfig(config, (what, v) => {
+    throw new Error(`fp8: ${what}, got ${shownValue(v)}`);
+  });
+  return config;
+}
+
+/**
+ * Check a restored `state.plugins.fp8` (e.g. from a checkpoint) with the same rules as
+ * {@linkcode fp8}'s options: `amaxHistory` f32 `[amaxHistoryLen, maxGemms, 3]` and `scale` f32
+ * `[maxGemms, 3]` (which give `amaxHistoryLen` and `maxGemms`), `format`, `margin` and
+ * `amaxComputeAlgo`. Throws an error naming the field, the rule and the value.
+ *
+ * @example
+ * ```ts
+ * checkFp8State({ ...state.plugins.fp8, margin: NaN }); // throws
+ * ```
+ */
+export function checkFp8State(s: unknown): void {
+  const fail: Fail = (what, v) => {
+    throw new Error(
+      `fp8: ${what}, got ${shownValue(v)} in ` +
+        `state.plugins.${FP8}; the state (or the checkpoint it came from) holds an invalid ` +
+        "config: save it again from a valid fp8 step",
+    );
+  };
+  if (s === null || typeof s !== "object") fail("the state must be an object", s);
+  const st = s as Partial<Record<keyof Fp8State, unknown>>;
+  const { amaxHistory: h, scale } = st;
+  if (!(h instanceof Tensor) || h.dtype !== "f32" || h.shape.length !== 3 || h.shape[2] !== 3) {
+    fail("amaxHistory must be an f32 tensor [amaxHistoryLen, maxGemms, 3]", h);
+  }
+  const [amaxHistoryLen, maxGemms] = h.shape;
+  if (
+    !(scale instanceof Tensor) || scale.dtype !== "f32" ||
+    `${scale.shape}` !== `${[maxGemms, ROLES]}`
+  ) {
+    fail(`scale must be an f32 tensor [${maxGemms}, ${ROLES}] (maxGemms from amaxHistory)`, scale);
+  }
+  checkConfig({ ...(st as Fp8State), amaxHistoryLen, maxGemms }, fail);
+}
+
+registerPluginStateCheck(FP8, checkFp8State);
 
 /** The fp8 dtype of each role under `format`. */
 function roleDtypes(format: Fp8Format): readonly Fp8DType[] {

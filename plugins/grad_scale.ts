@@ -23,7 +23,8 @@
  * @module
  */
 import { isFloating } from "../lib/dtype.ts";
-import { full, type Tensor } from "../lib/tensor.ts";
+import { full, Tensor } from "../lib/tensor.ts";
+import { registerPluginStateCheck } from "../lib/checkpoint.ts";
 import { leaves, map } from "../lib/tree.ts";
 import {
   add,
@@ -83,33 +84,15 @@ export const GRAD_SCALE = "gradScale";
 
 type Config = Omit<GradScaleState, "scale" | "tracker"> & { readonly initScale: number };
 
-function configOf(opts: GradScaleOptions | StaticScale): Config {
-  const fail = (what: string, v: unknown) => {
-    throw new Error(`gradScale: ${what}, got ${v}`);
-  };
-  if (opts && "static" in opts) {
-    const s = opts.static;
-    if (!(typeof s === "number" && Number.isFinite(s) && s > 0)) {
-      fail("static must be a finite number > 0", s);
-    }
-    return {
-      initScale: s,
-      dynamic: false,
-      growthFactor: 1,
-      backoffFactor: 1,
-      growthInterval: 1,
-      minScale: 0,
-    };
-  }
-  const {
-    initScale = 2 ** 16,
-    growthFactor = 2,
-    backoffFactor = 0.5,
-    growthInterval = 2000,
-    minScale = 0,
-  } = opts ?? {};
+type Fail = (what: string, v: unknown) => never;
+
+/** The rules of a dynamic config, shared by the options and a restored state. */
+function checkDynamic(
+  c: Pick<GradScaleState, "growthFactor" | "backoffFactor" | "growthInterval" | "minScale">,
+  fail: Fail,
+): void {
   const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
-  if (!num(initScale) || initScale <= 0) fail("initScale must be a finite number > 0", initScale);
+  const { growthFactor, backoffFactor, growthInterval, minScale } = c;
   if (!num(growthFactor) || growthFactor <= 1) fail("growthFactor must be > 1", growthFactor);
   if (!num(backoffFactor) || backoffFactor <= 0 || backoffFactor >= 1) {
     fail("backoffFactor must be in (0, 1)", backoffFactor);
@@ -118,8 +101,70 @@ function configOf(opts: GradScaleOptions | StaticScale): Config {
     fail("growthInterval must be an integer ≥ 1", growthInterval);
   }
   if (!num(minScale) || minScale < 0) fail("minScale must be a finite number ≥ 0", minScale);
-  return { initScale, dynamic: true, growthFactor, backoffFactor, growthInterval, minScale };
 }
+
+/** The config numbers of a static scale (never used: the scale does not change). */
+const STATIC_CONFIG = { growthFactor: 1, backoffFactor: 1, growthInterval: 1, minScale: 0 };
+
+function configOf(opts: GradScaleOptions | StaticScale): Config {
+  const fail: Fail = (what, v) => {
+    throw new Error(`gradScale: ${what}, got ${v}`);
+  };
+  if (opts && "static" in opts) {
+    const s = opts.static;
+    if (!(typeof s === "number" && Number.isFinite(s) && s > 0)) {
+      fail("static must be a finite number > 0", s);
+    }
+    return { initScale: s, dynamic: false, ...STATIC_CONFIG };
+  }
+  const {
+    initScale = 2 ** 16,
+    growthFactor = 2,
+    backoffFactor = 0.5,
+    growthInterval = 2000,
+    minScale = 0,
+  } = opts ?? {};
+  if (!(typeof initScale === "number" && Number.isFinite(initScale) && initScale > 0)) {
+    fail("initScale must be a finite number > 0", initScale);
+  }
+  const config = { growthFactor, backoffFactor, growthInterval, minScale };
+  checkDynamic(config, fail);
+  return { initScale, dynamic: true, ...config };
+}
+
+/**
+ * Check a restored `state.plugins.gradScale` (e.g. from a checkpoint) with the same rules as
+ * {@linkcode gradScale}'s options: an f32 scalar `scale`, an i32 scalar `tracker`, a boolean
+ * `dynamic`, and for a dynamic scale the option rules for `growthFactor`, `backoffFactor`,
+ * `growthInterval` and `minScale`. Throws an error naming the field, the rule and the value.
+ *
+ * @example
+ * ```ts
+ * checkGradScaleState({ ...state.plugins.gradScale, backoffFactor: 0 }); // throws
+ * ```
+ */
+export function checkGradScaleState(s: unknown): void {
+  const fail: Fail = (what, v) => {
+    throw new Error(
+      `gradScale: ${what}, got ${v} in state.plugins.${GRAD_SCALE}; the state (or the ` +
+        "checkpoint it came from) holds an invalid config: save it again from a valid gradScale",
+    );
+  };
+  if (s === null || typeof s !== "object") fail("the state must be an object", s);
+  const st = s as Partial<Record<keyof GradScaleState, unknown>>;
+  const scalar = (k: "scale" | "tracker", dtype: string) => {
+    const t = st[k];
+    if (!(t instanceof Tensor) || t.dtype !== dtype || t.shape.length !== 0) {
+      fail(`${k} must be a ${dtype} scalar tensor`, t instanceof Tensor ? t.toString() : t);
+    }
+  };
+  scalar("scale", "f32");
+  scalar("tracker", "i32");
+  if (typeof st.dynamic !== "boolean") fail("dynamic must be true or false", st.dynamic);
+  if (st.dynamic) checkDynamic(st as GradScaleState, fail);
+}
+
+registerPluginStateCheck(GRAD_SCALE, checkGradScaleState);
 
 /**
  * torch's scale-update kernel on the device: given whether this step's gradients were all

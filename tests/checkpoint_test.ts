@@ -619,7 +619,17 @@ Deno.test("fuzz: corrupted files load or throw a documented error", async () => 
   const withPlugins: TrainState = {
     ...fresh,
     step: 3,
-    plugins: { gradScale: { scale: tensor(65536), tracker: zeros([], { dtype: "i32" }), g: 2 } },
+    plugins: {
+      gradScale: {
+        scale: tensor(65536),
+        tracker: zeros([], { dtype: "i32" }),
+        dynamic: true,
+        growthFactor: 2,
+        backoffFactor: 0.5,
+        growthInterval: 2000,
+        minScale: 0,
+      },
+    },
   };
   const files: [Uint8Array, (b: Uint8Array) => Promise<unknown>][] = [
     [await encodeTree(tree), (b) => load(b)],
@@ -669,9 +679,17 @@ Deno.test("saveState/loadState: params, 8-bit optimizer state and plugin state r
       growthFactor: 2,
       backoffFactor: 0.5,
       growthInterval: 2000,
+      minScale: 0,
+      dynamic: true,
       enabled: true,
     },
-    fp8: { history: fromStorage(randomStorage("f32", 16, 6), "f32", [16]), margin: 0 },
+    fp8: {
+      amaxHistory: fromStorage(randomStorage("f32", 6, 6), "f32", [2, 1, 3]),
+      scale: fromStorage(randomStorage("f32", 3, 8), "f32", [1, 3]),
+      format: "hybrid",
+      margin: 0,
+      amaxComputeAlgo: "max",
+    },
   };
   const state: TrainState = { params, opt, step: 1234, plugins };
   const path = await Deno.makeTempFile({ dir: "/tmp", suffix: ".safetensors" });
