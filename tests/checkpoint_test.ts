@@ -963,8 +963,10 @@ if (typeof gpu === "string") {
 
 Deno.test({
   name: "WebGPU: every GPU dtype round trips bit for bit through save/load",
-  ignore: typeof gpu === "string",
+  // Ignored without an adapter, unless NBIT_REQUIRE_WEBGPU=1 (CI), where it fails instead.
+  ignore: typeof gpu === "string" && Deno.env.get("NBIT_REQUIRE_WEBGPU") !== "1",
   fn: async () => {
+    if (typeof gpu === "string") throw new Error(`NBIT_REQUIRE_WEBGPU=1 but ${gpu}`);
     const device = gpu as Backend;
     const tree: Record<string, Tensor> = {};
     for (const [i, d] of dtypes.entries()) {
