@@ -12,6 +12,7 @@ import {
   checkLearningRate,
   checkNumber,
   computeDtype,
+  defineOptimizer,
   initCount,
   learningRateAt,
   matchingLeaves,
@@ -140,7 +141,7 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
  * ```
  */
 export function adam(opts: AdamOptions = {}): Optimizer<AdamState> {
-  return adamLike("adam", opts, false);
+  return defineOptimizer(adamLike("adam", opts, false));
 }
 
 /**
@@ -153,5 +154,5 @@ export function adam(opts: AdamOptions = {}): Optimizer<AdamState> {
  * ```
  */
 export function adamw(opts: AdamOptions = {}): Optimizer<AdamState> {
-  return adamLike("adamw", opts, true);
+  return defineOptimizer(adamLike("adamw", opts, true));
 }

@@ -6,7 +6,7 @@
 import type { Tensor } from "../tensor.ts";
 import { add, astype, div, less, mul, sqrt, square, where } from "../ops/elementwise.ts";
 import { sum } from "../ops/reduce.ts";
-import type { GradientTransform } from "./transform.ts";
+import { defineTransform, type GradientTransform } from "./transform.ts";
 import { checkNumber, computeDtype, mapLeaves } from "./common.ts";
 import { leaves } from "../tree.ts";
 
@@ -42,7 +42,7 @@ export function globalNorm(tree: unknown): Tensor {
  */
 export function clipByGlobalNorm(maxNorm: number): GradientTransform<Record<never, never>> {
   checkNumber("clipByGlobalNorm", "maxNorm", maxNorm, 0, true);
-  return {
+  return defineTransform({
     init: () => ({}),
     transform: (grads, state) => {
       if (leaves(grads).length === 0) return [grads, state];
@@ -54,5 +54,5 @@ export function clipByGlobalNorm(maxNorm: number): GradientTransform<Record<neve
       });
       return [clipped, state];
     },
-  };
+  });
 }

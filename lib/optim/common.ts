@@ -1,14 +1,38 @@
 /**
- * Helpers shared by the optimizers: the dtype an update computes in, the applied-update
- * counter, learning rates that are numbers or schedules, and leaf-wise tree walking.
+ * Helpers shared by the optimizers: the ownership wrapper every optimizer goes through, the
+ * dtype an update computes in, the applied-update counter, learning rates that are numbers or
+ * schedules, and leaf-wise tree walking.
  *
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { type Tensor, zeros } from "../tensor.ts";
+import { type Tensor, tidy, zeros } from "../tensor.ts";
 import { cpu } from "../backend/cpu/cpu.ts";
 import { leaves, unflatten } from "../tree.ts";
-import type { LearningRate } from "./types.ts";
+import type { LearningRate, Optimizer } from "./types.ts";
+
+/**
+ * The ownership rule of every optimizer: `init` and `update` run inside `tidy`, so each frees
+ * the intermediates it made (casts, moments before requantization, schedule values …) and the
+ * caller needs no `tidy` of its own. What they return (the new params and state) is the
+ * caller's; tensors they pass through unchanged stay whoever's they were; inputs are never
+ * freed (free a replaced state yourself, or let `fit`/`trainStep` do it).
+ *
+ * @example
+ * ```ts
+ * const double = defineOptimizer({
+ *   init: () => ({}),
+ *   update: (g, s, p) => [tree.map((x, i) => sub(x, mul(tree.leaves(g)[i], 2)), p), s],
+ * });
+ * ```
+ */
+export function defineOptimizer<S>(opt: Optimizer<S>): Optimizer<S> {
+  return {
+    init: <P>(params: P): S => tidy(() => opt.init(params)),
+    update: <P>(grads: P, state: S, params: P): [P, S] =>
+      tidy(() => opt.update(grads, state, params)),
+  };
+}
 
 /**
  * The dtype an optimizer computes a parameter's update in: f64 for f64, f32 for everything

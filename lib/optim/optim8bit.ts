@@ -44,6 +44,7 @@ import {
   checkLearningRate,
   checkNumber,
   computeDtype,
+  defineOptimizer,
   initCount,
   learningRateAt,
   matchingLeaves,
@@ -296,7 +297,7 @@ function leavesOf(params: unknown): Tensor[] {
  * ```
  */
 export function adam8bit(opts: Adam8bitOptions = {}): Optimizer<Adam8bitState> {
-  return adam8bitLike("adam8bit", opts, false);
+  return defineOptimizer(adam8bitLike("adam8bit", opts, false));
 }
 
 /**
@@ -310,7 +311,7 @@ export function adam8bit(opts: Adam8bitOptions = {}): Optimizer<Adam8bitState> {
  * ```
  */
 export function adamw8bit(opts: Adam8bitOptions = {}): Optimizer<Adam8bitState> {
-  return adam8bitLike("adamw8bit", opts, true);
+  return defineOptimizer(adam8bitLike("adamw8bit", opts, true));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ export function sgd8bit(opts: Sgd8bitOptions): Optimizer<Sgd8bitState> {
   checkNumber("sgd8bit", "momentum", momentum, 0, true);
   checkNumber("sgd8bit", "weightDecay", weightDecay, 0);
   checkBlockOptions("sgd8bit", blockSize, minSize);
-  return {
+  return defineOptimizer({
     init: (params) => ({
       count: initCount(params),
       momentum: treeOf(
@@ -383,5 +384,5 @@ export function sgd8bit(opts: Sgd8bitOptions): Optimizer<Sgd8bitState> {
         momentum: treeOf(params, newBufs),
       }];
     },
-  };
+  });
 }

@@ -13,6 +13,7 @@ import {
   checkLearningRate,
   checkNumber,
   computeDtype,
+  defineOptimizer,
   initCount,
   learningRateAt,
   matchingLeaves,
@@ -62,7 +63,7 @@ export function sgd(opts: SgdOptions): Optimizer<SgdState> {
   if (nesterov && momentum === 0) {
     throw new Error("sgd: nesterov needs momentum > 0, e.g. sgd({ lr, momentum: 0.9, nesterov })");
   }
-  return {
+  return defineOptimizer({
     init: (params) => ({
       count: initCount(params),
       ...(momentum > 0 ? { momentum: zerosLike(params, stateDtype) } : {}),
@@ -91,5 +92,5 @@ export function sgd(opts: SgdOptions): Optimizer<SgdState> {
         : { count };
       return [unflatten(params, newParams), next];
     },
-  };
+  });
 }

@@ -16,7 +16,9 @@
  *
  * @module
  */
+import { tidy } from "../tensor.ts";
 import type { Optimizer } from "./types.ts";
+import { defineOptimizer } from "./common.ts";
 
 /**
  * A pure gradient transformation: `init(params)` makes its state; `transform(grads, state,
@@ -35,6 +37,23 @@ export interface GradientTransform<S = unknown> {
   init<P>(params: P): S;
   /** New grads and new state; never mutates its inputs. */
   transform<P>(grads: P, state: S, params: P): [P, S];
+}
+
+/**
+ * A transform whose `init` and `transform` run inside `tidy` (the same ownership rule as
+ * {@linkcode defineOptimizer}): its intermediates are freed, its results are the caller's.
+ *
+ * @example
+ * ```ts
+ * const double = defineTransform({ init: () => ({}), transform: (g, s) => [tree.map((t) => mul(t, 2), g), s] });
+ * ```
+ */
+export function defineTransform<S>(t: GradientTransform<S>): GradientTransform<S> {
+  return {
+    init: <P>(params: P): S => tidy(() => t.init(params)),
+    transform: <P>(grads: P, state: S, params: P): [P, S] =>
+      tidy(() => t.transform(grads, state, params)),
+  };
 }
 
 type Part = GradientTransform | Optimizer;
@@ -92,14 +111,14 @@ export function chain(
     return [g, next];
   };
   if (isOptimizer(last)) {
-    return {
+    return defineOptimizer({
       init,
       update<P>(grads: P, state: unknown[], params: P): [P, unknown[]] {
         const [g, next] = run(grads, state, params);
         const [newParams, s] = last.update(g, state[state.length - 1], params);
         return [newParams, [...next, s]];
       },
-    };
+    });
   }
-  return { init, transform: run };
+  return defineTransform({ init, transform: run });
 }
