@@ -11,13 +11,14 @@
  * @module
  */
 export type { LearningRate, Optimizer, Schedule } from "./types.ts";
-export { chain, type GradientTransform } from "./transform.ts";
+export { chain, defineTransform, type GradientTransform } from "./transform.ts";
 export { sgd, type SgdOptions, type SgdState } from "./sgd.ts";
 export { adam, type AdamOptions, type AdamState, adamw } from "./adam.ts";
 export { clipByGlobalNorm, globalNorm } from "./clip.ts";
 export { constant, cosine, type CosineOptions, warmup } from "./schedule.ts";
 export {
   computeDtype,
+  defineOptimizer,
   initCount,
   learningRateAt,
   mapLeaves,
