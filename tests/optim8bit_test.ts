@@ -11,12 +11,13 @@ import { dequantizeBlockwise, dynamicMap, type Quantized } from "../lib/optim/qu
 import { adam } from "../lib/optim/adam.ts";
 import type { Optimizer } from "../lib/optim/types.ts";
 import { dispose, keep, memory, type Tensor, tensor, tidy } from "../lib/tensor.ts";
-import { add, mul, sub, where } from "../lib/ops/elementwise.ts";
+import { add, mul, sub } from "../lib/ops/elementwise.ts";
 import { matmul } from "../lib/ops/matmul.ts";
-import { mean } from "../lib/ops/reduce.ts";
-import { leaves, map as treeMap } from "../lib/tree.ts";
+import { mean, sum } from "../lib/ops/reduce.ts";
+import { leaves } from "../lib/tree.ts";
 import { roundTo } from "../lib/dtype.ts";
-import { disposeReplaced, trainStep } from "../lib/train.ts";
+import { disposeReplaced, pipe, trainStep } from "../lib/train.ts";
+import { gradScale } from "../plugins/grad_scale.ts";
 import { rng } from "./rng.ts";
 
 const SIGNED = Array.from(dynamicMap());
@@ -379,30 +380,57 @@ Deno.test("adam8bit: non-finite grad elements zero their moments and keep their 
   dispose([params, state, before.params, before.state]);
 });
 
-Deno.test("adam8bit: a skip selected on the device keeps codes and absmax bitwise", async () => {
-  const p0 = { w: randn(N, 6, 0.5), b: randn(10, 7) };
-  const shapes = { w: SHAPE, b: [10] };
-  const opt = adam8bit();
-  const { params, state } = runSteps(opt, p0, [{ w: grads(N, 60), b: grads(10, 61) }], shapes);
-  const g = { w: tensor(grads(N, 62), { shape: SHAPE }), b: tensor(grads(10, 63)) };
-  const skip = tensor(true);
-  const [p2, s2] = tidy(() => {
-    const [np, ns] = opt.update(g, state, params);
-    // What gradScale does on a non-finite step: select the old state on the device.
-    return [
-      treeMap((a, b) => where(skip, a, b), params, np),
-      treeMap((a, b) => where(skip, a, b), state, ns),
-    ];
+Deno.test("adam8bit under gradScale: a non-finite step keeps params, codes and absmax bitwise", async () => {
+  // The real plugin pipeline: trainStep + adam8bit + gradScale, with a batch whose gradient has
+  // an Inf. The loss Σ w·gw + Σ b·gb has the gradient (gw, gb), so each batch sets the grads.
+  type Batch = { gw: Tensor; gb: Tensor };
+  type Params = { w: Tensor; b: Tensor };
+  const loss = (p: Params, x: Batch) => add(sum(mul(p.w, x.gw)), sum(mul(p.b, x.gb)));
+  const step = pipe(trainStep({ loss, optimizer: adam8bit() }), gradScale());
+  const batch = (seed: number, bad = false): Batch => {
+    const gw = grads(N, seed);
+    if (bad) gw[1234] = Infinity;
+    return { gw: tensor(gw, { shape: SHAPE }), gb: tensor(grads(10, seed + 1)) };
+  };
+  const before = memory().tensors;
+  const [b1, bad, b3] = [batch(60), batch(62, true), batch(64)];
+  const start = step.init({
+    w: tensor(randn(N, 6, 0.5), { shape: SHAPE }),
+    b: tensor(randn(10, 7)),
   });
-  const [oldLeaves, newLeaves] = [leaves(state), leaves(s2)];
-  assert.equal(oldLeaves.length, newLeaves.length);
-  for (let i = 0; i < oldLeaves.length; i++) {
-    assert.equal(newLeaves[i].dtype, oldLeaves[i].dtype);
-    assert.deepEqual(await newLeaves[i].bits(), await oldLeaves[i].bits());
+  const [s1, m1] = step(start, b1);
+  const [s2, m2] = step(s1, bad);
+  const [s3, m3] = step(s2, b3);
+  assert.deepEqual(
+    await Promise.all([m1, m2, m3].map((m) => m.skipped.item())),
+    [0, 1, 0],
+    "only the step with an Inf gradient is skipped",
+  );
+  assert.deepEqual(await Promise.all([m1, m2, m3].map((m) => m.scale.item())), [
+    65536,
+    65536,
+    32768,
+  ]);
+  // The skipped step: params and every 8-bit state leaf (codes, absmax, count) bitwise unchanged.
+  const [old, kept] = [leaves([s1.params, s1.opt]), leaves([s2.params, s2.opt])];
+  assert.equal(old.length, kept.length);
+  assert.ok(old.some((t) => t.dtype === "u8"), "the moments are 8-bit codes");
+  for (let i = 0; i < old.length; i++) {
+    assert.equal(kept[i].dtype, old[i].dtype);
+    assert.deepEqual(await kept[i].bits(), await old[i].bits(), `state leaf ${i}`);
   }
-  assert.deepEqual(await leaves(p2)[0].bits(), await params.w.bits());
-  assert.equal(await (s2 as Adam8bitState).count.item(), 1);
-  dispose([params, state, p2, s2, g, skip]);
+  assert.equal(await (s2.opt as Adam8bitState).count.item(), 1);
+  // The skip left no trace: the run equals one that never saw the bad batch, bit for bit (the
+  // grads are linear in the power-of-two scale, so unscaling is exact).
+  const [c1, n1] = step(start, b1);
+  const [c2, n2] = step(c1, b3);
+  const [got, want] = [leaves([s3.params, s3.opt]), leaves([c2.params, c2.opt])];
+  for (let i = 0; i < got.length; i++) {
+    assert.deepEqual(await got[i].bits(), await want[i].bits(), `after the skip, leaf ${i}`);
+  }
+  assert.notDeepEqual(await (s3.params as Params).w.bits(), await (s2.params as Params).w.bits());
+  dispose([start, s1, s2, s3, m1, m2, m3, c1, c2, n1, n2, b1, bad, b3]);
+  assert.equal(memory().tensors, before);
 });
 
 Deno.test("adam8bit: state ≤ 2.05 bytes per parameter (32-bit Adam: 8)", () => {
