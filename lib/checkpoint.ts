@@ -22,8 +22,10 @@
  * {@linkcode load} rebuilds the tree from the skeleton; for a file without one (written by
  * another program) it rebuilds nested objects from the names, turning nodes whose keys are
  * `0 … n-1` into arrays. A tensor that appears twice in a tree is stored twice and loads as two
- * tensors. Paths are written atomically (a temporary file next to the target, then a rename),
- * so a crash while saving leaves the previous checkpoint intact.
+ * tensors. Paths are written atomically and durably (a temporary file next to the target,
+ * fsynced, renamed over the target, then the directory fsynced; see `writeFileAtomic`), so a
+ * crash or power loss while saving leaves the previous checkpoint or the complete new one,
+ * never a partial file. A writer gets the bytes only: its durability is the writer's.
  *
  * ## Errors
  *
@@ -190,16 +192,37 @@ export function encodeState(state: TrainState, opts: SaveStateOptions = {}): Pro
 // ---------------------------------------------------------------------------------------------
 // files
 
-interface DenoFiles {
-  readFile(p: string | URL): Promise<Uint8Array>;
-  writeFile(p: string | URL, b: Uint8Array): Promise<void>;
-  rename(a: string | URL, b: string | URL): Promise<void>;
-  remove(p: string | URL): Promise<void>;
+/** An open file, as `Deno.FsFile` gives it. */
+interface FileHandle {
+  write(b: Uint8Array): Promise<number>;
+  sync(): Promise<void>;
+  close(): void;
 }
 
-function denoFiles(what: string): DenoFiles {
-  const d = (globalThis as { Deno?: DenoFiles }).Deno;
-  if (!d || typeof d.readFile !== "function") {
+/**
+ * The file system calls checkpoints use, as `Deno` has them.
+ *
+ * @internal Exported for tests that inject failures into {@linkcode writeFileAtomic}.
+ */
+export interface CheckpointFiles {
+  /** Read a whole file. */
+  readFile(p: string | URL): Promise<Uint8Array>;
+  /** Open a file (`{ write, createNew }`) or a directory (`{ read }`). */
+  open(
+    p: string | URL,
+    opts: { read?: boolean; write?: boolean; createNew?: boolean },
+  ): Promise<FileHandle>;
+  /** Rename a file, replacing the target. */
+  rename(a: string | URL, b: string | URL): Promise<void>;
+  /** Remove a file. */
+  remove(p: string | URL): Promise<void>;
+  /** The host; a directory cannot be opened and synced on Windows. */
+  readonly build?: { readonly os: string };
+}
+
+function denoFiles(what: string): CheckpointFiles {
+  const d = (globalThis as { Deno?: CheckpointFiles }).Deno;
+  if (!d || typeof d.readFile !== "function" || typeof d.open !== "function") {
     checkpointFail(
       "no-file-system",
       `${what} a path needs Deno's file API; pass bytes or a writer instead`,
@@ -208,26 +231,86 @@ function denoFiles(what: string): DenoFiles {
   return d;
 }
 
-async function writeTo(target: string | URL | WriterLike, bytes: Uint8Array): Promise<void> {
-  if (typeof target === "string" || target instanceof URL) {
-    const fs = denoFiles("writing to");
-    const suffix = `.tmp-${crypto.randomUUID()}`;
-    const tmp = typeof target === "string" ? target + suffix : new URL(target.href + suffix);
-    try {
-      await fs.writeFile(tmp, bytes);
-      await fs.rename(tmp, target);
-    } catch (e) {
-      await fs.remove(tmp).catch(() => {});
-      throw e;
-    }
-    return;
-  }
+/** The directory holding `target` (for its fsync after the rename; not used on Windows). */
+function directoryOf(target: string | URL): string | URL {
+  if (target instanceof URL) return new URL(".", target);
+  const cut = target.lastIndexOf("/");
+  return cut < 0 ? "." : cut === 0 ? "/" : target.slice(0, cut);
+}
+
+/** Write all of `bytes` (continuing short writes). */
+async function writeAll(w: WriterLike, bytes: Uint8Array): Promise<void> {
   let rest = bytes;
   while (rest.length > 0) {
-    const n = await target.write(rest);
+    const n = await w.write(rest);
     if (typeof n !== "number") return;
     if (n <= 0) throw new Error("checkpoint: the writer wrote 0 bytes");
     rest = rest.subarray(n);
+  }
+}
+
+/**
+ * Replace the file at `target` with `bytes` so that a crash at any moment leaves either the old
+ * file or the complete new one: write a new temporary file next to it, `fsync` it, close it,
+ * rename it over `target`, then `fsync` the directory so that the rename itself is durable (not
+ * on Windows, where a directory cannot be opened; there the rename is all the runtime offers).
+ * If anything fails before the rename, the temporary file is removed and `target` is untouched.
+ *
+ * @internal Used by {@linkcode save} and {@linkcode saveState}; `files` is for tests.
+ *
+ * @example
+ * ```ts
+ * await writeFileAtomic("model.safetensors", bytes);
+ * ```
+ */
+export async function writeFileAtomic(
+  target: string | URL,
+  bytes: Uint8Array,
+  files: CheckpointFiles = denoFiles("writing to"),
+): Promise<void> {
+  const suffix = `.tmp-${crypto.randomUUID()}`;
+  const tmp = typeof target === "string" ? target + suffix : new URL(target.href + suffix);
+  let file: FileHandle | undefined;
+  try {
+    file = await files.open(tmp, { write: true, createNew: true });
+    await writeAll(file, bytes);
+    await file.sync();
+    const f = file;
+    file = undefined;
+    f.close();
+    await files.rename(tmp, target);
+  } catch (e) {
+    try {
+      file?.close();
+    } catch { /* already failing: the first error is the one to report */ }
+    await files.remove(tmp).catch(() => {});
+    throw e;
+  }
+  if (files.build?.os === "windows") return;
+  const dirPath = directoryOf(target);
+  let dir: FileHandle;
+  try {
+    dir = await files.open(dirPath, { read: true });
+  } catch (e) {
+    throw new Error(
+      `checkpoint: ${String(target)} was written, but its directory ${String(dirPath)} could ` +
+        `not be opened to fsync the rename (${(e as Error)?.message ?? e}); grant read access ` +
+        "to the directory (e.g. --allow-read) so that the save is durable",
+      { cause: e },
+    );
+  }
+  try {
+    await dir.sync();
+  } finally {
+    dir.close();
+  }
+}
+
+async function writeTo(target: string | URL | WriterLike, bytes: Uint8Array): Promise<void> {
+  if (typeof target === "string" || target instanceof URL) {
+    await writeFileAtomic(target, bytes);
+  } else {
+    await writeAll(target, bytes);
   }
 }
 
