@@ -65,6 +65,13 @@ export {
   type OpDef,
   type OpTag,
 } from "./lib/op.ts";
+export {
+  jit,
+  type Jitted,
+  type JitOptions,
+  type JittedStep,
+  type ProgramStats,
+} from "./lib/jit/mod.ts";
 export * as tree from "./lib/tree.ts";
 export * as random from "./lib/random.ts";
 export * as nn from "./lib/nn/mod.ts";
@@ -82,6 +89,7 @@ export {
   type Objective,
   type ObjectiveOut,
   pipe,
+  runParts,
   type Step,
   type StepParts,
   type TrainState,

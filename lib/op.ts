@@ -180,6 +180,16 @@ function sameDevice(op: string, inputs: readonly Tensor[]): Backend {
   const dev = inputs[0].device;
   for (const t of inputs) {
     if (t.device !== dev) {
+      if (dev.tracing || t.device.tracing) {
+        const other = dev.tracing ? t : inputs[0];
+        throw new Error(
+          `jit: ${op} mixes a traced tensor with a ${other.dtype}[${other.shape}] tensor on ` +
+            `${other.device.name} that does not come from the jitted function's arguments (a ` +
+            "captured tensor, or one created without { device }); pass it as an argument, e.g. " +
+            "jit((params, batch, w) => …)(params, batch, w), or create it on the argument's " +
+            "device (zeros(shape, { device: x.device }))",
+        );
+      }
       throw new Error(
         `${op}: inputs are on different devices (${dev.name} and ${t.device.name}); ` +
           "copy one over first, e.g. tensor(await t.data(), { shape: t.shape, dtype: t.dtype, device })",
@@ -217,6 +227,41 @@ function run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
   return out;
 }
 
+/** What a non-tensor argument is, with the usual cause or fix. */
+function describeArg(x: unknown): string {
+  if (x === undefined) {
+    return "undefined (a key missing from the batch or params tree, or a missing argument?)";
+  }
+  if (x === null) return "null";
+  if (Array.isArray(x)) return "a plain array; wrap it in tensor([...])";
+  if (typeof x === "string") {
+    return `the string ${JSON.stringify(x)}; strings are never converted, pass a number or tensor`;
+  }
+  if (typeof x === "number") return `the number ${x}; pass tensor(${x}) or full(shape, ${x})`;
+  if (typeof x === "object") return `an object (${x.constructor?.name ?? "no prototype"})`;
+  return `a ${typeof x}`;
+}
+
+/**
+ * Throw a clear error unless `x` is a Tensor, naming the op, the argument's position (1-based)
+ * or name, and what was passed instead.
+ *
+ * @example
+ * ```ts
+ * expectTensor("matmul", a, 1); // "matmul: argument 1 must be a Tensor, got undefined (…)"
+ * ```
+ */
+export function expectTensor(
+  op: string,
+  x: unknown,
+  arg: number | string,
+  expected = "a Tensor",
+): asserts x is Tensor {
+  if (x instanceof Tensor) return;
+  const which = typeof arg === "number" ? `argument ${arg}` : arg;
+  throw new TypeError(`${op}: ${which} must be ${expected}, got ${describeArg(x)}`);
+}
+
 /**
  * Run an op: interception (top-level calls only), device and shape checks, the kernel, and
  * tape recording for autodiff.
@@ -227,11 +272,7 @@ function run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
  * ```
  */
 export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
-  for (const t of inputs) {
-    if (!(t instanceof Tensor)) {
-      throw new Error(`${op.name}: expected tensor inputs, got ${typeof t}`);
-    }
-  }
+  inputs.forEach((t, i) => expectTensor(op.name, t, i + 1));
   if (depth > 0 || interceptors.length === 0) return run(op, inputs, attrs);
   const call: OpCall = { op: op as OpDef<unknown>, attrs };
   const chain = (level: number, xs: readonly Tensor[]): Tensor => {

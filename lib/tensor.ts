@@ -146,6 +146,20 @@ export class Tensor {
     release(ref);
   }
 
+  /**
+   * A tensor is not a JS number or boolean: `t > 0`, `+t` or `if (t < 1)` would compare an
+   * object and silently give a wrong answer (and a data-dependent branch inside `jit`). Only
+   * string conversion is allowed; read values with `await t.item()` instead.
+   */
+  [Symbol.toPrimitive](hint: string): string {
+    if (hint === "string") return this.toString();
+    throw new TypeError(
+      `${this.toString()} was used as a JS ${hint === "number" ? "number" : "value"} (a ` +
+        "comparison, arithmetic or a branch on a tensor); use the ops (greater, add, where) or " +
+        "read the value first with await t.item(); inside jit, branch with where(cond, a, b)",
+    );
+  }
+
   /** A short description, e.g. `Tensor(f32[2,3] on cpu)`. */
   toString(): string {
     return `Tensor(${this.dtype}[${this.shape}] on ${this.#ref?.backend.name ?? "disposed"})`;
@@ -420,7 +434,13 @@ export function checkDevice(device: Backend, dtype: DType, what: string): void {
   if (why) throw new Error(`${what}: ${why}`);
 }
 
-function flatten(values: NestedArray, shape: number[], out: number[], depth: number): void {
+function flatten(
+  values: NestedArray,
+  shape: number[],
+  out: number[],
+  depth: number,
+  path: number[] = [],
+): void {
   if (Array.isArray(values)) {
     if (shape.length === depth) shape.push(values.length);
     else if (shape[depth] !== values.length) {
@@ -429,8 +449,27 @@ function flatten(values: NestedArray, shape: number[], out: number[], depth: num
           `${values.length}); every row must have the same length`,
       );
     }
-    for (const v of values) flatten(v as NestedArray, shape, out, depth + 1);
+    for (let i = 0; i < values.length; i++) {
+      path.push(i); // the element's index, named if it is not a number
+      flatten(values[i] as NestedArray, shape, out, depth + 1, path);
+      path.pop();
+    }
   } else {
+    if (typeof values !== "number" && typeof values !== "boolean") {
+      const what = depth === 0 ? "values" : `element [${path}]`;
+      const got = typeof values === "string"
+        ? `the string ${JSON.stringify(values)} (strings are never converted)`
+        : values instanceof Tensor
+        ? "a Tensor (it already is one; use astype to change its dtype)"
+        : values === undefined || values === null
+        ? String(values)
+        : typeof values === "object"
+        ? "an object"
+        : `a ${typeof values}`;
+      throw new TypeError(
+        `tensor: ${what} must be a number, a boolean, a nested array or a typed array, got ${got}`,
+      );
+    }
     if (shape.length > depth) {
       throw new Error(`tensor: ragged nested array (a number where a list was expected)`);
     }

@@ -25,7 +25,7 @@
  * @module
  */
 import type { Tensor } from "./tensor.ts";
-import { dispose, tidy } from "./tensor.ts";
+import { created, dispose, tidy } from "./tensor.ts";
 import { valueAndGrad } from "./autodiff.ts";
 import { leaves } from "./tree.ts";
 import { add, astype } from "./ops/elementwise.ts";
@@ -117,11 +117,29 @@ export type Transformer = <B>(step: Step<B>) => Step<B>;
 export function makeStep<B>(parts: StepParts<B>): Step<B> {
   const fn = (state: TrainState, batch: B): [TrainState, Metrics] =>
     tidy(() => {
-      const g = parts.gradient(parts.objective, state, batch);
-      const u = parts.update(state, g.grads);
-      return [{ ...u.state, step: state.step + 1 }, { loss: g.loss, ...u.metrics }];
+      const [next, metrics] = runParts(parts, state, batch);
+      return [{ ...next, step: state.step + 1 }, metrics];
     });
   return Object.assign(fn, { init: (p: unknown) => parts.init(p), parts });
+}
+
+/**
+ * One step's work from its parts: the gradient, then the update. Returns the new state (its
+ * `step` counter not yet advanced) and the metrics. `makeStep` and `jit` both run this.
+ *
+ * @example
+ * ```ts
+ * const [next, metrics] = runParts(step.parts, state, batch);
+ * ```
+ */
+export function runParts<B>(
+  parts: StepParts<B>,
+  state: TrainState,
+  batch: B,
+): [TrainState, Metrics] {
+  const g = parts.gradient(parts.objective, state, batch);
+  const u = parts.update(state, g.grads);
+  return [u.state, { loss: g.loss, ...u.metrics }];
 }
 
 /** The user's loss: `(params, batch) → loss` or `→ [loss, aux]`. */
@@ -213,8 +231,20 @@ export interface FitOptions {
 
 /**
  * Run `step` over `batches` for `epochs`. Metrics are accumulated on the device and read back
- * only every `logEvery` steps. Every state `fit` replaces is freed, except the one passed in,
- * which stays the caller's; the returned state is the caller's to free.
+ * only every `logEvery` steps.
+ *
+ * Ownership (who frees what):
+ * - The state passed in stays the caller's: `fit` never frees a tensor it holds.
+ * - Every state and metrics record a step returns is `fit`'s. A tensor of a replaced state, or
+ *   of metrics that were replaced or logged, is freed once neither the current state, the
+ *   current metrics nor the caller's state holds it. So a metric that is also plugin state
+ *   (`countSkipped`'s `skippedTotal` in docs/plugins.md) lives as long as that state does.
+ * - Tensors created while `fit` pulls batches (inside the epoch function, or the iterator's
+ *   `next()`) are `fit`'s: those in a batch are freed after the step that used it, the others
+ *   (a per-epoch permutation, say) at the end of the epoch. Tensors that existed before `fit`
+ *   started (an array of prepared batches, a dataset the epoch function slices) stay the
+ *   caller's, and so does a tensor the epoch function or iterator passes to `keep(...)`.
+ * - The returned state is the caller's to free.
  *
  * @example
  * ```ts
@@ -233,12 +263,15 @@ export async function fit<B>(
   const epochs = opts.epochs ?? 1;
   const logEvery = opts.logEvery ?? 100;
   const history: LogEntry[] = [];
+  const callers = leaves(state);
   let current = state;
   let lossSum: Tensor | undefined;
   let skippedSum: Tensor | undefined;
   let last: Metrics | undefined;
   let window = 0;
   let epoch = 0;
+  /** Free the tensors of `old` that the caller's state, the current state and metrics don't hold. */
+  const release = (old: unknown) => freeUnheld(old, [callers, current, last]);
   const flush = async () => {
     if (!last || !lossSum) return;
     // One readback for every logged value (each GPU→host read costs milliseconds).
@@ -253,26 +286,29 @@ export async function fit<B>(
     const entry = { step: current.step, epoch, loss, metrics };
     history.push(entry);
     opts.onLog?.(entry);
-    dispose([lossSum, skippedSum, last]);
-    lossSum = skippedSum = last = undefined;
+    dispose([lossSum, skippedSum]); // fit's own sums
+    const logged = last;
+    last = undefined;
+    release(logged);
+    lossSum = skippedSum = undefined;
     window = 0;
   };
   for (epoch = 0; epoch < epochs; epoch++) {
-    const source = typeof batches === "function" ? batches(epoch) : batches;
-    for (const batch of source) {
+    for (const [batch, made] of pullBatches(batches, epoch, () => [callers, current, last])) {
       const [next, metrics] = step(current, batch);
-      if (current !== state) disposeReplaced(current, next, state);
-      current = next;
       const acc = tidy(() => ({
         loss: lossSum ? add(lossSum, metrics.loss) : add(metrics.loss, 0),
         skipped: metrics.skipped
           ? (skippedSum ? add(skippedSum, metrics.skipped) : add(metrics.skipped, 0))
           : undefined,
       }));
-      dispose([lossSum, skippedSum, last]);
+      dispose([lossSum, skippedSum]);
+      const replaced = [current, last];
+      [current, last] = [next, metrics];
+      release(replaced);
+      release(made); // the batch's own tensors, unless the new state or metrics hold them
       lossSum = acc.loss;
       skippedSum = acc.skipped;
-      last = metrics;
       window++;
       if (window >= logEvery) await flush();
     }
@@ -280,6 +316,41 @@ export async function fit<B>(
   epoch = Math.max(0, epoch - 1);
   await flush();
   return { state: current, history };
+}
+
+/** Dispose the tensors of `old` that none of `holders` holds. */
+function freeUnheld(old: unknown, holders: unknown[]): void {
+  const held = new Set(leaves(holders));
+  for (const t of leaves(old)) if (!held.has(t)) t.dispose();
+}
+
+/**
+ * One epoch's batches with, for each, the tensors of that batch created while pulling it (see
+ * `fit`'s ownership rule). Every other tensor created by the pulls is freed when the epoch ends
+ * (or the loop exits early), unless `held()` holds it.
+ */
+function* pullBatches<B>(
+  batches: Iterable<B> | ((epoch: number) => Iterable<B>),
+  epoch: number,
+  held: () => unknown[],
+): Generator<[B, Tensor[]]> {
+  const made = new Set<Tensor>();
+  const note = <T>([value, ts]: [T, Set<Tensor>]): T => {
+    for (const t of ts) made.add(t);
+    return value;
+  };
+  try {
+    const source = note(created(() => typeof batches === "function" ? batches(epoch) : batches));
+    const it = note(created(() => source[Symbol.iterator]()));
+    while (true) {
+      const [r, ts] = created(() => it.next());
+      note([r, ts]);
+      if (r.done) break;
+      yield [r.value, leaves(r.value).filter((t) => ts.has(t))];
+    }
+  } finally {
+    freeUnheld([...made], held());
+  }
 }
 
 /** Read several scalar tensors (one device) back with a single readback. */
@@ -293,7 +364,9 @@ async function readScalars(xs: readonly Tensor[]): Promise<number[]> {
 
 /**
  * Run `fn` over `batches` without gradients and return the sum and the mean (over batches) of
- * each scalar metric it returns. Sums are accumulated on the device and read once.
+ * each scalar metric it returns. Sums are accumulated on the device and read once. Batches
+ * follow `fit`'s rule: tensors created while pulling a batch are freed after it, prepared ones
+ * stay the caller's.
  *
  * @example
  * ```ts
@@ -306,7 +379,7 @@ export async function evaluate<B>(
 ): Promise<{ sum: Record<string, number>; mean: Record<string, number>; batches: number }> {
   let acc: Record<string, Tensor> | undefined;
   let n = 0;
-  for (const batch of batches) {
+  for (const [batch, made] of pullBatches(batches, 0, () => [])) {
     const nextAcc: Record<string, Tensor> = tidy(() => {
       const m = fn(batch);
       const out: Record<string, Tensor> = {};
@@ -314,6 +387,7 @@ export async function evaluate<B>(
       return out;
     });
     dispose(acc);
+    dispose(made); // tensors created while pulling the batch (as in `fit`)
     acc = nextAcc;
     n++;
   }

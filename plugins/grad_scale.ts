@@ -213,10 +213,11 @@ export function gradScale(opts: GradScaleOptions | StaticScale = {}): Transforme
   return definePlugin(GRAD_SCALE, {
     init: (state: TrainState): GradScaleState => {
       const device = leaves(state.params)[0]?.device;
+      // Key order as `update` writes it, so the state's tree (and a jit signature) is stable.
       return {
+        ...config,
         scale: full([], initScale, { dtype: "f32", device }),
         tracker: full([], 0, { dtype: "i32", device }),
-        ...config,
       };
     },
     objective: (params, batch, state, next) => {

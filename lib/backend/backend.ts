@@ -8,6 +8,7 @@
  */
 import type { CastOptions, DType, Storage } from "../dtype.ts";
 import type { Key } from "../prng.ts";
+import type { FusedKernel } from "./fused.ts";
 
 /** An opaque buffer handle owned by a backend. */
 export type Handle = unknown;
@@ -173,4 +174,16 @@ export interface Backend {
    * `outDtype` (a float dtype); `codes` u8, `absmax` and `map` f32.
    */
   dequantize(codes: Arg, absmax: Arg, map: Arg, blockSize: number, outDtype: DType): Handle;
+
+  // -- Optional: what `jit` uses when a backend offers it -----------------------------------
+
+  /**
+   * Run a fused elementwise kernel (see `fused.ts`): one pass that reads each input view once
+   * and writes one buffer per output, bitwise equal to running its operations one by one.
+   */
+  fused?(k: FusedKernel, inputs: readonly View[]): Handle[];
+  /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */
+  readonly maxFusedBuffers?: number;
+  /** Set on `jit`'s tracing devices only: they record kernel calls instead of running them. */
+  readonly tracing?: boolean;
 }

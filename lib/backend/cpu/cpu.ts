@@ -18,8 +18,11 @@ import type { Arg, Backend, Handle, MatmulGeometry, RandomKind, View } from "../
 import { fillBernoulli, fillNormal, fillUniform, type Key } from "../../prng.ts";
 import { binaryFn, unaryFn } from "./elementwise.ts";
 import { matmulKernel } from "./matmul.ts";
+import { wasmMatmul } from "./wasm/matmul.ts";
 import { reduceKernel } from "./reduce.ts";
 import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
+import type { FusedKernel } from "../fused.ts";
+import { runFused } from "./fused.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 
@@ -168,7 +171,21 @@ export const cpu: Backend = {
     return store(outDtype, out);
   },
   matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType) {
-    const out = computeArray(outDtype, g.batch * g.m * g.n);
+    const fast = wasmMatmul(
+      a.h as Storage,
+      a.dtype,
+      b.h as Storage,
+      b.dtype,
+      g,
+      outDtype,
+      () => [values(a), values(b)],
+    );
+    if (fast) return fast;
+    const size = g.batch * g.m * g.n;
+    // Narrow float outputs round once from the f64 accumulator (no f32 step in between).
+    const out = isFloating(outDtype) && outDtype !== "f32"
+      ? new Float64Array(size)
+      : computeArray(outDtype, size);
     matmulKernel(values(a), values(b), g, out as Float32Array | Float64Array);
     return store(outDtype, out);
   },
@@ -205,8 +222,14 @@ export const cpu: Backend = {
     return store(x.dtype, out);
   },
   scatterAdd(base, idx, upd, outer, axis, inner) {
+    // As the WebGPU kernel: f32 and narrower floats accumulate in f32, one addition per index
+    // in index order, then round once to the dtype (storing an f64 sum of two f32 values into a
+    // Float32Array is exactly the f32 sum: 53 ≥ 2·24 + 2 bits). f64 and i32 accumulate in their
+    // own type; u8 and bool in f64.
     const out = computeArray(base.dtype, base.size);
-    const acc = base.dtype === "f64" || base.dtype === "i32" ? out : new Float64Array(base.size);
+    const acc = out instanceof Float32Array || out instanceof Int32Array || base.dtype === "f64"
+      ? out
+      : new Float64Array(base.size);
     acc.set(values(base) as never);
     const ix = values(idx);
     const u = values(upd);
@@ -243,5 +266,9 @@ export const cpu: Backend = {
     const out = computeArray(outDtype, codes.size) as Float32Array | Float64Array;
     dequantizeKernel(values(codes), values(absmax), values(map), blockSize, out);
     return store(outDtype, out);
+  },
+  fused(k: FusedKernel, inputs: readonly View[]) {
+    const srcs = inputs.map((v) => isScalarView(v) ? values(v)[v.offset] : materialize(v));
+    return runFused(k, srcs).map((o, j) => store(k.ops[k.outputs[j]].dtype, o));
   },
 };

@@ -1,0 +1,252 @@
+/**
+ * Fusion: groups chains of elementwise nodes (unary, binary, where, cast, copy) that share one
+ * iteration space into {@linkcode FusedKernel}s. A node joins the groups of the producers it
+ * reads element for element (same size, contiguous, offset 0); a producer read any other way
+ * (broadcast, transposed, sliced) ends its group first. Groups may have several outputs (Adam's
+ * params and both moments in one pass). Scalar fills become immediates. Groups are split when
+ * they would bind more buffers than the backend allows.
+ *
+ * @module
+ */
+import { decode, encode } from "../dtype.ts";
+import type { FusedKernel, FusedOp, FusedOperand } from "../backend/fused.ts";
+import { inputsOf as nodeInputs, type Node, type ViewRef } from "./graph.ts";
+import type { Simplified } from "./passes.ts";
+
+/** One step of a compiled schedule: a single node's kernel, or a fused kernel. */
+export type Step =
+  | { readonly kind: "node"; readonly id: number }
+  | {
+    readonly kind: "fused";
+    readonly kernel: FusedKernel;
+    /** The views the kernel reads, in `kernel.inputs` order. */
+    readonly inputs: readonly ViewRef[];
+    /** Node ids the kernel's outputs define, in `kernel.outputs` order. */
+    readonly outputs: readonly number[];
+    /** Every node the kernel computes (outputs and values kept in registers). */
+    readonly members: readonly number[];
+  };
+
+const FUSIBLE = new Set(["unary", "binary", "where", "cast", "copy"]);
+
+/** Whether a node can be part of a fused kernel. */
+export function fusible(n: Node): boolean {
+  return FUSIBLE.has(n.op);
+}
+
+/** The reads of a fusible node as views of its iteration space (unary and cast read whole). */
+function reads(n: Node): ViewRef[] {
+  const whole = (id: number): ViewRef => ({ id, shape: [n.size], strides: [1], offset: 0 });
+  switch (n.op) {
+    case "unary":
+    case "cast":
+      return [whole(n.x)];
+    case "copy":
+      return [n.x];
+    case "binary":
+      return [n.a, n.b];
+    case "where":
+      return [n.c, n.a, n.b];
+    default:
+      return [];
+  }
+}
+
+/** A view that reads a buffer of `size` elements element for element. */
+function isIdentity(v: ViewRef, size: number): boolean {
+  if (v.offset !== 0) return false;
+  let expect = 1;
+  for (let d = v.shape.length - 1; d >= 0; d--) {
+    if (v.shape[d] !== 1 && v.strides[d] !== expect) return false;
+    expect *= v.shape[d];
+  }
+  return expect === size;
+}
+
+interface Group {
+  members: number[];
+  open: boolean;
+  alive: boolean;
+}
+
+/**
+ * Schedule the non-constant nodes of `s`, fusing where possible.
+ *
+ * @example
+ * ```ts
+ * const steps = schedule(simplify(graph), { fuse: true, maxBuffers: 8 });
+ * ```
+ */
+export function schedule(
+  s: Simplified,
+  opts: { readonly fuse: boolean; readonly maxBuffers: number },
+): Step[] {
+  const { nodes, constant } = s;
+  const out: Step[] = [];
+  const groupOf: (Group | undefined)[] = nodes.map(() => undefined);
+  const groups: Group[] = [];
+  const close = (g: Group) => {
+    if (!g.open) return;
+    g.open = false;
+    out.push(...emitGroup(s, g.members, opts.maxBuffers));
+  };
+  nodes.forEach((n, id) => {
+    if (constant[id] || n.op === "input") return;
+    if (!opts.fuse || !fusible(n)) {
+      for (const i of new Set(inputIds(n))) {
+        const g = groupOf[i];
+        if (g?.open) close(g);
+      }
+      out.push({ kind: "node", id });
+      return;
+    }
+    const views = reads(n);
+    for (const v of views) {
+      const g = groupOf[v.id];
+      if (g?.open && !isIdentity(v, nodes[v.id].size)) close(g);
+    }
+    const joined = new Set<Group>();
+    for (const v of views) {
+      const g = groupOf[v.id];
+      if (g?.open) joined.add(g);
+    }
+    let g: Group;
+    if (joined.size === 0) {
+      g = { members: [], open: true, alive: true };
+      groups.push(g);
+    } else {
+      const [first, ...rest] = joined;
+      g = first;
+      for (const r of rest) {
+        for (const m of r.members) groupOf[m] = g;
+        g.members.push(...r.members);
+        r.alive = false;
+        r.open = false;
+      }
+      g.members.sort((a, b) => a - b);
+    }
+    g.members.push(id);
+    groupOf[id] = g;
+  });
+  for (const g of groups) if (g.alive) close(g);
+  return out;
+}
+
+function inputIds(n: Node): number[] {
+  return reads(n).length ? reads(n).map((v) => v.id) : nodeInputs(n);
+}
+
+/** Split a group to the buffer limit and build its kernels (one member: the plain node). */
+function emitGroup(s: Simplified, members: readonly number[], maxBuffers: number): Step[] {
+  const steps: Step[] = [];
+  let part: number[] = [];
+  for (const m of members) {
+    const trial = [...part, m];
+    if (part.length && buffersOf(s, trial) > maxBuffers) {
+      steps.push(build(s, part));
+      part = [m];
+    } else part = trial;
+  }
+  if (part.length) steps.push(build(s, part));
+  return steps;
+}
+
+function isFill(s: Simplified, id: number): boolean {
+  return s.nodes[id].op === "fill";
+}
+
+function outputsOf(s: Simplified, members: readonly number[]): number[] {
+  const inside = new Set(members);
+  const outs = new Set(s.outputs);
+  return members.filter((m) => outs.has(m) || s.consumers[m].some((c) => !inside.has(c)));
+}
+
+function externalReads(s: Simplified, members: readonly number[]): ViewRef[] {
+  const inside = new Set(members);
+  const seen = new Set<string>();
+  const res: ViewRef[] = [];
+  for (const m of members) {
+    for (const v of reads(s.nodes[m])) {
+      if (inside.has(v.id) || isFill(s, v.id)) continue;
+      const key = viewKey(v);
+      if (!seen.has(key)) {
+        seen.add(key);
+        res.push(v);
+      }
+    }
+  }
+  return res;
+}
+
+function viewKey(v: ViewRef): string {
+  return `${v.id}:${v.shape}:${v.strides}:${v.offset}`;
+}
+
+function buffersOf(s: Simplified, members: readonly number[]): number {
+  return externalReads(s, members).length + outputsOf(s, members).length;
+}
+
+function build(s: Simplified, members: readonly number[]): Step {
+  if (members.length === 1) return { kind: "node", id: members[0] };
+  const inputs = externalReads(s, members);
+  const inputIndex = new Map(inputs.map((v, i) => [viewKey(v), i]));
+  const opIndex = new Map<number, number>();
+  const immediates: { value: number; dtype: Node["dtype"] }[] = [];
+  const immIndex = new Map<string, number>();
+  const operand = (v: ViewRef): FusedOperand => {
+    const op = opIndex.get(v.id);
+    if (op !== undefined) return { kind: "op", index: op };
+    const n = s.nodes[v.id];
+    if (n.op === "fill") {
+      const value = decode(n.dtype, encode(n.dtype, [n.value]))[0];
+      const key = `${n.dtype}:${Object.is(value, -0) ? "-0" : value}`;
+      let i = immIndex.get(key);
+      if (i === undefined) {
+        i = immediates.length;
+        immediates.push({ value, dtype: n.dtype });
+        immIndex.set(key, i);
+      }
+      return { kind: "imm", index: i };
+    }
+    return { kind: "input", index: inputIndex.get(viewKey(v))! };
+  };
+  const ops: FusedOp[] = [];
+  for (const m of members) {
+    const n = s.nodes[m];
+    const r = reads(n).map(operand);
+    switch (n.op) {
+      case "unary":
+        ops.push({ op: "unary", kind: n.kind, x: r[0], dtype: n.dtype });
+        break;
+      case "binary":
+        ops.push({ op: "binary", kind: n.kind, a: r[0], b: r[1], dtype: n.dtype });
+        break;
+      case "where":
+        ops.push({ op: "where", c: r[0], a: r[1], b: r[2], dtype: n.dtype });
+        break;
+      case "cast":
+        ops.push({ op: "cast", x: r[0], dtype: n.dtype, opts: n.opts });
+        break;
+      case "copy":
+        ops.push({ op: "cast", x: r[0], dtype: n.dtype });
+        break;
+    }
+    opIndex.set(m, ops.length - 1);
+  }
+  const outputs = outputsOf(s, members);
+  const size = s.nodes[members[0]].size;
+  return {
+    kind: "fused",
+    kernel: {
+      shape: [size],
+      size,
+      inputs: inputs.map((v) => s.nodes[v.id].dtype),
+      immediates,
+      ops,
+      outputs: outputs.map((o) => opIndex.get(o)!),
+    },
+    inputs,
+    outputs,
+    members: [...members],
+  };
+}

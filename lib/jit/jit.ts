@@ -1,0 +1,264 @@
+/**
+ * `jit(fn)`: trace a pure function of tensor trees once per signature into a graph of the
+ * Backend's kernels, optimize it (CSE, DCE, constants computed once, elementwise fusion, buffers
+ * freed after their last use) and run the compiled program on later calls without running the
+ * function's JavaScript again. Results are bitwise equal to eager execution on the same device.
+ *
+ * Signature: the argument trees' structure, each tensor's shape, dtype and device, and the
+ * values of the other leaves (numbers, strings, booleans: static, like JAX's static
+ * arguments). Random keys in the arguments are inputs: a new key does not retrace.
+ *
+ * @module
+ */
+import type { Backend, Handle } from "../backend/backend.ts";
+import { isKey, type Key } from "../prng.ts";
+import { fromHandle, shareBuffer, Tensor, tidy } from "../tensor.ts";
+import { compile, type CompileOptions, type Program, type ProgramStats } from "./program.ts";
+import { isTracing, recorder, traceBackend, type TraceHandle } from "./trace.ts";
+
+/** Options of {@linkcode jit}. */
+export interface JitOptions extends CompileOptions {}
+
+/** What a jitted function adds: its cache, for tests and benchmarks. */
+export interface Jitted {
+  /** Number of compiled programs (one per signature seen). */
+  readonly cacheSize: number;
+  /** Number of traces run so far (a cache miss traces once). */
+  readonly traces: number;
+  /** Stats of the program compiled for the last call's signature. */
+  readonly lastStats: ProgramStats | undefined;
+  /** Free every compiled program's constants and empty the cache. */
+  clear(): void;
+}
+
+interface Flat {
+  tensors: Tensor[];
+  keys: Key[];
+  signature: string;
+}
+
+/** Flatten argument trees: tensor and key leaves are inputs, the rest is in the signature. */
+function flatten(args: readonly unknown[]): Flat {
+  const tensors: Tensor[] = [];
+  const keys: Key[] = [];
+  const walk = (x: unknown, path: string): unknown => {
+    if (x instanceof Tensor) {
+      tensors.push(x);
+      return ["T", x.dtype, x.shape, x.device.name];
+    }
+    if (isKey(x)) {
+      keys.push(x);
+      return ["K"];
+    }
+    if (Array.isArray(x)) return ["A", x.map((v, i) => walk(v, `${path}[${i}]`))];
+    if (x !== null && typeof x === "object") {
+      if (Object.getPrototypeOf(x) !== Object.prototype) {
+        throw new Error(
+          `jit: argument ${path} is a ${x.constructor?.name ?? "non-plain"} object; jitted ` +
+            "functions take trees of plain objects, arrays, tensors, keys, numbers and strings",
+        );
+      }
+      return ["O", Object.entries(x).map(([k, v]) => [k, walk(v, `${path}.${k}`)])];
+    }
+    if (typeof x === "function" || typeof x === "symbol" || typeof x === "bigint") {
+      throw new Error(
+        `jit: argument ${path} is a ${typeof x}; pass functions by closing over them, and ` +
+          "only data as arguments",
+      );
+    }
+    return ["S", x === undefined ? "undefined" : Object.is(x, -0) ? "-0" : x];
+  };
+  const sig = args.map((a, i) => walk(a, `#${i}`));
+  return { tensors, keys, signature: JSON.stringify(sig) };
+}
+
+/** Rebuild argument trees with tensors and keys replaced in flatten order. */
+function rebuild(args: readonly unknown[], tensors: readonly Tensor[]): unknown[] {
+  let t = 0;
+  const walk = (x: unknown): unknown => {
+    if (x instanceof Tensor) return tensors[t++];
+    if (Array.isArray(x)) return x.map(walk);
+    if (x !== null && typeof x === "object" && !isKey(x)) {
+      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, walk(v)]));
+    }
+    return x;
+  };
+  return args.map(walk);
+}
+
+/** The output template: the result tree with tensor leaves numbered. */
+interface Template {
+  readonly tree: unknown;
+  readonly shapes: readonly (readonly number[])[];
+  readonly dtypes: readonly Tensor["dtype"][];
+}
+
+const SLOT = Symbol("jit.slot");
+
+function templateOf(result: unknown, check: (t: Tensor, path: string) => void): {
+  t: Template;
+  leaves: Tensor[];
+} {
+  const leaves: Tensor[] = [];
+  const walk = (x: unknown, path: string): unknown => {
+    if (x instanceof Tensor) {
+      check(x, path);
+      leaves.push(x);
+      return { [SLOT]: leaves.length - 1 };
+    }
+    if (Array.isArray(x)) return x.map((v, i) => walk(v, `${path}[${i}]`));
+    if (x !== null && typeof x === "object" && Object.getPrototypeOf(x) === Object.prototype) {
+      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, walk(v, `${path}.${k}`)]));
+    }
+    return x;
+  };
+  const tree = walk(result, "result");
+  return {
+    t: { tree, shapes: leaves.map((l) => l.shape), dtypes: leaves.map((l) => l.dtype) },
+    leaves,
+  };
+}
+
+function fill(tree: unknown, outs: readonly Tensor[]): unknown {
+  if (tree !== null && typeof tree === "object" && SLOT in (tree as object)) {
+    return outs[(tree as Record<symbol, number>)[SLOT]];
+  }
+  if (Array.isArray(tree)) return tree.map((v) => fill(v, outs));
+  if (tree !== null && typeof tree === "object") {
+    return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, fill(v, outs)]));
+  }
+  return tree;
+}
+
+interface Compiled {
+  readonly program: Program;
+  readonly template: Template;
+}
+
+function deviceOf(tensors: readonly Tensor[]): Backend | undefined {
+  const dev = tensors[0]?.device;
+  for (const t of tensors) {
+    if (t.device !== dev) {
+      throw new Error(
+        `jit: the arguments live on different devices (${dev!.name} and ${t.device.name}); ` +
+          "a jitted function runs on one device: move the tensors first",
+      );
+    }
+  }
+  return dev;
+}
+
+/** Trace `fn` on `args` for `device` and compile it. */
+function traceAndCompile(
+  fn: (...args: unknown[]) => unknown,
+  args: readonly unknown[],
+  flat: Flat,
+  device: Backend,
+  opts: JitOptions,
+): Compiled {
+  const rec = recorder(flat.keys);
+  const dev = traceBackend(device, rec);
+  let template: Template | undefined;
+  let outIds: number[] = [];
+  try {
+    tidy(() => {
+      const tracers = flat.tensors.map((t, i) =>
+        fromHandle(dev, dev.input(i, t.dtype, t.size), t.dtype, t.shape)
+      );
+      const result = fn(...rebuild(args, tracers));
+      if (result && typeof (result as { then?: unknown }).then === "function") {
+        (result as Promise<unknown>).then(() => {}, () => {});
+        throw new Error(
+          "jit: the function returned a Promise; a jitted function must be synchronous " +
+            "(values cannot be read inside it with await t.data(): return the tensors instead)",
+        );
+      }
+      if (rec.readAttempt) {
+        throw new Error(
+          `jit: the function tried to read the values of a ${rec.readAttempt} tensor while ` +
+            "being traced; values cannot be read inside a jitted function: return the tensor " +
+            "and read it after the call",
+        );
+      }
+      const { t, leaves } = templateOf(result, (x, path) => {
+        if (x.disposed || x.device !== dev) {
+          throw new Error(
+            `jit: ${path} is a tensor that does not come from the function's arguments ` +
+              `(${x.dtype}[${x.shape}] on ${x.disposed ? "a disposed buffer" : x.device.name}); ` +
+              "pass every tensor the function uses as an argument",
+          );
+        }
+      });
+      template = t;
+      outIds = leaves.map((l) => (l.handle as TraceHandle).id);
+      return undefined;
+    });
+  } finally {
+    rec.closed = true;
+  }
+  const program = compile({ nodes: rec.nodes, outputs: outIds }, device, opts);
+  return { program, template: template! };
+}
+
+/**
+ * Compile `fn`, a pure function of tensor trees, for each signature it is called with. A
+ * {@linkcode Step} stays a Step (same `init` and parts), so `jit(step)` composes with `pipe`,
+ * `fit` and every plugin. Tensors must come in through the arguments; values cannot be read
+ * inside; random keys are arguments too.
+ *
+ * @example
+ * ```ts
+ * const f = jitFunction((x: Tensor, y: Tensor) => relu(add(mul(x, 2), y)));
+ * const z = f(tensor([1, -2]), tensor([0.5, 0.5])); // one fused kernel
+ * ```
+ */
+export function jitFunction<F extends (...args: never[]) => unknown>(
+  fn: F,
+  opts: JitOptions = {},
+): F & Jitted {
+  const f = fn as unknown as (...a: unknown[]) => unknown;
+  const cache = new Map<string, Compiled>();
+  let traces = 0;
+  let last: Compiled | undefined;
+  const call = (...args: unknown[]): unknown => {
+    const flat = flatten(args);
+    const device = deviceOf(flat.tensors);
+    // Inside another trace (nested jit) or with no tensors at all: run the function as is.
+    if (!device || isTracing(device)) return f(...args);
+    const key = `${device.name}|${flat.signature}`;
+    let c = cache.get(key);
+    if (!c) {
+      traces++;
+      c = traceAndCompile(f, args, flat, device, opts);
+      cache.set(key, c);
+    }
+    last = c;
+    const handles = c.program.run(flat.tensors.map((t) => t.handle), flat.keys);
+    const { shapes, dtypes } = c.template;
+    const seen = new Map<Handle, Tensor>();
+    const outs = handles.map((h, i) => {
+      const p = c!.program.passthrough[i];
+      if (p >= 0) {
+        const x = flat.tensors[p];
+        return x.shape.join() === shapes[i].join() ? x : shareBuffer(x, shapes[i]);
+      }
+      const prev = seen.get(h);
+      if (prev) return shareBuffer(prev, shapes[i]);
+      const t = fromHandle(device, h, dtypes[i], shapes[i]);
+      seen.set(h, t);
+      return t;
+    });
+    return fill(c.template.tree, outs);
+  };
+  return Object.defineProperties(call, {
+    cacheSize: { get: () => cache.size },
+    traces: { get: () => traces },
+    lastStats: { get: () => last?.program.stats },
+    clear: {
+      value: () => {
+        for (const c of cache.values()) c.program.dispose();
+        cache.clear();
+      },
+    },
+  }) as unknown as F & Jitted;
+}
