@@ -1,0 +1,385 @@
+/**
+ * The matmul kernels as WebAssembly bytes: a 6×8 f32 micro-kernel (12 v128 accumulators; V8
+ * allocates xmm0–xmm14 only) and BLIS-style packers that widen f16/bf16 operands to f32 while
+ * packing (bf16 is a shift; f16 an exact bit manipulation: the 15 low bits shifted into an f32
+ * and scaled by 2^112, Inf/NaN patched), so the micro-kernel only ever sees f32.
+ *
+ * Packed layouts: an A panel holds 6 rows, `[kc][6]`; a B panel 8 columns, `[kc][8]`; both
+ * zero-padded past the matrix edge. The micro-kernel reads `kc` steps of both panels and either
+ * starts from zero (`first`) or adds into the 6×8 block of C it then stores (row stride `ldc`
+ * bytes), so each output sums its products in the order p = 0, 1, …, k−1 whatever the blocking
+ * or the thread split.
+ *
+ * @module
+ */
+import { type Code, type Func, I, T, V, wasmModule } from "./emit.ts";
+
+/** Micro-tile rows and columns. */
+export const MR = 6;
+/** Micro-tile columns. */
+export const NR = 8;
+
+/** Operand element types the packers read. */
+export const ELEM = { f32: 0, bf16: 1, f16: 2 } as const;
+/** An operand element type code. */
+export type Elem = (typeof ELEM)[keyof typeof ELEM];
+const SHIFT = [2, 1, 1]; // log2 of the element size
+
+/** Widen the element at the address on the stack to an f32 (local `h` is scratch i32). */
+function loadScalar(e: Elem, h: number, v: number): Code {
+  if (e === ELEM.f32) return I.f32Load();
+  if (e === ELEM.bf16) return [I.i32Load16u(), I.i32(16), I.shl, I.f32FromBits];
+  return [
+    I.i32Load16u(),
+    I.set(h),
+    // bits of |x|·2^−112 placed as an f32, rescaled exactly
+    I.get(h),
+    I.i32(0x7fff),
+    I.and,
+    I.i32(13),
+    I.shl,
+    I.tee(v),
+    I.f32FromBits,
+    I.f32(2 ** 112),
+    I.f32Mul,
+    I.f32Bits,
+    I.get(v),
+    I.i32(0x7f800000),
+    I.or, // Inf / NaN keep their payload
+    I.get(v),
+    I.i32(0x0f800000),
+    I.ltU,
+    I.select,
+    I.get(h),
+    I.i32(0x8000),
+    I.and,
+    I.i32(16),
+    I.shl,
+    I.or,
+    I.f32FromBits,
+  ];
+}
+
+/** Widen 4 u16 lanes (i32x4 on the stack, zero-extended) of an f16 to f32x4 bits. */
+function f16x4(h: number, t: number): Code {
+  return [
+    I.set(h),
+    I.get(h),
+    I.i32(0x7fff),
+    V.i32x4Splat,
+    V.and,
+    I.i32(13),
+    V.i32x4Shl,
+    I.set(t),
+    I.get(t),
+    I.i32(0x7f800000),
+    V.i32x4Splat,
+    V.or,
+    I.get(t),
+    I.f32(2 ** 112),
+    V.f32x4Splat,
+    V.f32x4Mul,
+    I.get(t),
+    I.i32(0x0f800000),
+    V.i32x4Splat,
+    V.i32x4GeS,
+    V.bitselect,
+    I.get(h),
+    I.i32(0x8000),
+    V.i32x4Splat,
+    V.and,
+    I.i32(16),
+    V.i32x4Shl,
+    V.or,
+  ];
+}
+
+/** `while (cond) body` as block/loop, with `body` at depth 1 (br 1 exits, br 0 continues). */
+const whileLoop = (cond: Code, body: Code): Code =>
+  I.block(I.loop(cond, I.eqz, I.brIf(1), body, I.br(0)));
+
+/**
+ * `packA(base, si, sq, mc, kc, dst)`: A(i, q) is at `base + (i·si + q·sq)·size`; writes
+ * ⌈mc/6⌉ panels `[kc][6]`.
+ */
+function packA(e: Elem): Func {
+  const [base, si, sq, mc, kc, dst, ir, p, r, h, v] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const s = SHIFT[e];
+  const elem: Code = [
+    I.get(ir),
+    I.get(r),
+    I.add,
+    I.get(mc),
+    I.ltS,
+    I.ifElse(
+      [
+        I.get(dst),
+        I.get(base),
+        I.get(ir),
+        I.get(r),
+        I.add,
+        I.get(si),
+        I.mul,
+        I.get(p),
+        I.get(sq),
+        I.mul,
+        I.add,
+        I.i32(s),
+        I.shl,
+        I.add,
+        loadScalar(e, h, v),
+        I.f32Store(),
+      ],
+      [I.get(dst), I.f32(0), I.f32Store()],
+    ),
+    I.get(dst),
+    I.i32(4),
+    I.add,
+    I.set(dst),
+  ];
+  return {
+    name: `packA${e}`,
+    params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32],
+    body: [
+      I.i32(0),
+      I.set(ir),
+      whileLoop([I.get(ir), I.get(mc), I.ltS], [
+        I.i32(0),
+        I.set(p),
+        whileLoop([I.get(p), I.get(kc), I.ltS], [
+          I.i32(0),
+          I.set(r),
+          whileLoop([I.get(r), I.i32(MR), I.ltS], [elem, I.get(r), I.i32(1), I.add, I.set(r)]),
+          I.get(p),
+          I.i32(1),
+          I.add,
+          I.set(p),
+        ]),
+        I.get(ir),
+        I.i32(MR),
+        I.add,
+        I.set(ir),
+      ]),
+    ],
+  };
+}
+
+/**
+ * `packB(base, sq, sj, kc, nc, dst)`: B(q, j) is at `base + (q·sq + j·sj)·size`; writes
+ * ⌈nc/8⌉ panels `[kc][8]`. Rows of 8 contiguous columns (sj = 1) take a vector path.
+ */
+function packB(e: Elem): Func {
+  const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+  ];
+  const s = SHIFT[e];
+  const scalarElem: Code = [
+    I.get(jr),
+    I.get(c),
+    I.add,
+    I.get(nc),
+    I.ltS,
+    I.ifElse(
+      [
+        I.get(dst),
+        I.get(base),
+        I.get(p),
+        I.get(sq),
+        I.mul,
+        I.get(jr),
+        I.get(c),
+        I.add,
+        I.get(sj),
+        I.mul,
+        I.add,
+        I.i32(s),
+        I.shl,
+        I.add,
+        loadScalar(e, h, v),
+        I.f32Store(),
+      ],
+      [I.get(dst), I.f32(0), I.f32Store()],
+    ),
+    I.get(dst),
+    I.i32(4),
+    I.add,
+    I.set(dst),
+  ];
+  const half = (off: number): Code => {
+    if (e === ELEM.f32) return [I.get(dst), I.get(addr), V.load(off * 4), V.store(off * 4)];
+    const lanes: Code = [I.get(addr), V.load16x4u(off * 2)];
+    const wide = e === ELEM.bf16 ? [lanes, I.i32(16), V.i32x4Shl] : [lanes, f16x4(vh, vt)];
+    return [I.get(dst), wide, V.store(off * 4)];
+  };
+  const vectorRow: Code = [
+    half(0),
+    half(4),
+    I.get(dst),
+    I.i32(32),
+    I.add,
+    I.set(dst),
+    I.get(addr),
+    I.get(sq),
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+  ];
+  const scalarRow: Code = [
+    I.i32(0),
+    I.set(c),
+    whileLoop([I.get(c), I.i32(NR), I.ltS], [scalarElem, I.get(c), I.i32(1), I.add, I.set(c)]),
+  ];
+  const rows = (row: Code): Code => [
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [row, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
+  return {
+    name: `packB${e}`,
+    params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128],
+    body: [
+      I.i32(0),
+      I.set(jr),
+      whileLoop([I.get(jr), I.get(nc), I.ltS], [
+        I.get(sj),
+        I.i32(1),
+        I.eq,
+        I.get(jr),
+        I.i32(NR),
+        I.add,
+        I.get(nc),
+        I.ltS,
+        I.eqz, // jr + 8 <= nc
+        I.and,
+        I.ifElse(
+          [
+            I.get(base),
+            I.get(jr),
+            I.i32(s),
+            I.shl,
+            I.add,
+            I.set(addr),
+            rows(vectorRow),
+          ],
+          rows(scalarRow),
+        ),
+        I.get(jr),
+        I.i32(NR),
+        I.add,
+        I.set(jr),
+      ]),
+    ],
+  };
+}
+
+/**
+ * `kern(a, b, c, kc, ldc, first)`: C[6×8] (+)= Σ_p A[p][0..6] ⊗ B[p][0..8] over packed panels,
+ * with relaxed FMA (`fma`) or a separate multiply and add.
+ */
+function kernel(fma: boolean): Func {
+  const [a, b, c, kc, ldc, first] = [0, 1, 2, 3, 4, 5];
+  const acc = (r: number, h: number) => 6 + 2 * r + h;
+  const [b0, b1, sp, row] = [18, 19, 20, 21];
+  const rowsDo = (f: (r: number) => Code): Code => {
+    const out: Code[] = [I.get(c), I.set(row)];
+    for (let r = 0; r < MR; r++) {
+      out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
+    }
+    return out;
+  };
+  const step: Code[] = [
+    I.get(b),
+    V.load(0),
+    I.set(b0),
+    I.get(b),
+    V.load(16),
+    I.set(b1),
+  ];
+  for (let r = 0; r < MR; r++) {
+    step.push(I.get(a), V.load32Splat(4 * r), I.set(sp));
+    for (const [h, bv] of [[0, b0], [1, b1]]) {
+      step.push(
+        fma
+          ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
+          : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
+        I.set(acc(r, h)),
+      );
+    }
+  }
+  step.push(
+    I.get(a),
+    I.i32(4 * MR),
+    I.add,
+    I.set(a),
+    I.get(b),
+    I.i32(4 * NR),
+    I.add,
+    I.set(b),
+  );
+  return {
+    name: "kern",
+    params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
+    locals: [...new Array(15).fill(T.v128), T.i32],
+    body: [
+      I.get(first),
+      I.eqz,
+      I.if(rowsDo((r) => [
+        I.get(row),
+        V.load(0),
+        I.set(acc(r, 0)),
+        I.get(row),
+        V.load(16),
+        I.set(acc(r, 1)),
+      ])),
+      I.loop(step, I.get(kc), I.i32(1), I.sub, I.tee(kc), I.brIf(0)),
+      rowsDo((r) => [
+        I.get(row),
+        I.get(acc(r, 0)),
+        V.store(0),
+        I.get(row),
+        I.get(acc(r, 1)),
+        V.store(16),
+      ]),
+    ],
+  };
+}
+
+/** Export names, in module order. */
+export type GemmExports =
+  & {
+    kern(a: number, b: number, c: number, kc: number, ldc: number, first: number): void;
+  }
+  & Record<
+    `packA${Elem}` | `packB${Elem}`,
+    (base: number, s1: number, s2: number, d1: number, d2: number, dst: number) => void
+  >;
+
+/** The gemm module's bytes for a memory of `maxPages` (shared when `shared`). */
+export function gemmModuleBytes(
+  fma: boolean,
+  shared: boolean,
+  maxPages: number,
+): Uint8Array<ArrayBuffer> {
+  const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
+  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB)], {
+    shared,
+    minPages: 1,
+    maxPages,
+  });
+}

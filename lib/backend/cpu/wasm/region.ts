@@ -1,0 +1,100 @@
+/**
+ * The BLIS loop nest that one thread runs over its part of a matmul job. It is self-contained
+ * (no references outside its body) because the worker pool ships its source text to workers:
+ * every thread runs exactly this code on the same kernel bytes.
+ *
+ * @module
+ */
+
+/** Job parameter slots (i32 words from the slot's base). */
+export const P = {
+  m: 0,
+  k: 1,
+  n: 2,
+  transA: 3,
+  transB: 4,
+  aElem: 5,
+  bElem: 6,
+  /** Byte address of the batch table: (a, b, c) byte addresses per batch, u32. */
+  table: 7,
+  b0: 8,
+  b1: 9,
+  i0: 10,
+  i1: 11,
+  j0: 12,
+  j1: 13,
+  packA: 14,
+  packB: 15,
+  tile: 16,
+  /** The job sequence number this slot was assigned (workers run only their own jobs). */
+  seq: 31,
+  /** Words per slot. */
+  size: 32,
+} as const;
+
+/** The kernel exports a region uses. */
+export type RegionExports = Record<string, (...args: number[]) => void>;
+
+/**
+ * Compute rows `[i0, i1)` × columns `[j0, j1)` of batches `[b0, b1)` into the f32 C of each
+ * batch, with blocking MC, KC, NC = 48, 512, 1024 and the 6×8 micro-kernel. KC blocks start at
+ * multiples of 512 from 0 whatever the region, so every output is computed identically.
+ */
+export function runRegion(
+  ex: RegionExports,
+  memory: WebAssembly.Memory,
+  J: Int32Array,
+  o: number,
+): void {
+  const MC = 48, KC = 512, NC = 1024, MR = 6, NR = 8;
+  const m = J[o], k = J[o + 1], n = J[o + 2], ta = J[o + 3], tb = J[o + 4];
+  const packA = ex["packA" + J[o + 5]], packB = ex["packB" + J[o + 6]];
+  const sa = J[o + 5] === 0 ? 4 : 2, sb = J[o + 6] === 0 ? 4 : 2;
+  const H = new Uint32Array(memory.buffer);
+  const F = new Float32Array(memory.buffer);
+  const tab = J[o + 7] >>> 2, pa = J[o + 14], pb = J[o + 15], tile = J[o + 16];
+  const i0 = J[o + 10], i1 = J[o + 11], j0 = J[o + 12], j1 = J[o + 13];
+  // A(i, q) and B(q, j) element strides for the stored layouts.
+  const si = ta ? 1 : k, sqa = ta ? m : 1;
+  const sqb = tb ? 1 : n, sj = tb ? k : 1;
+  const ldc = n * 4, t0 = tile >>> 2;
+  for (let bt = J[o + 8]; bt < J[o + 9]; bt++) {
+    const aP = H[tab + 3 * bt], bP = H[tab + 3 * bt + 1], cP = H[tab + 3 * bt + 2];
+    for (let jc = j0; jc < j1; jc += NC) {
+      const nc = Math.min(NC, j1 - jc);
+      for (let pc = 0; pc < k; pc += KC) {
+        const kc = Math.min(KC, k - pc);
+        const first = pc === 0 ? 1 : 0;
+        packB(bP + (pc * sqb + jc * sj) * sb, sqb, sj, kc, nc, pb);
+        for (let ic = i0; ic < i1; ic += MC) {
+          const mc = Math.min(MC, i1 - ic);
+          packA(aP + (ic * si + pc * sqa) * sa, si, sqa, mc, kc, pa);
+          for (let jr = 0; jr < nc; jr += NR) {
+            const cols = Math.min(NR, nc - jr);
+            const bp = pb + jr * kc * 4;
+            for (let ir = 0; ir < mc; ir += MR) {
+              const rows = Math.min(MR, mc - ir);
+              const cAddr = cP + ((ic + ir) * n + jc + jr) * 4;
+              const ap = pa + ir * kc * 4;
+              if (rows === MR && cols === NR) {
+                ex.kern(ap, bp, cAddr, kc, ldc, first);
+                continue;
+              }
+              // Edge tile: run the full micro-kernel on a 6×8 scratch tile, copy the valid part.
+              const c0 = cAddr >>> 2;
+              if (!first) {
+                for (let r = 0; r < rows; r++) {
+                  for (let c = 0; c < cols; c++) F[t0 + r * NR + c] = F[c0 + r * n + c];
+                }
+              }
+              ex.kern(ap, bp, tile, kc, NR * 4, first);
+              for (let r = 0; r < rows; r++) {
+                for (let c = 0; c < cols; c++) F[c0 + r * n + c] = F[t0 + r * NR + c];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
