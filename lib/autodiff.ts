@@ -89,6 +89,18 @@ function backward(tape: Tape, y: Tensor, seed: Tensor, inputs: readonly Tensor[]
   });
 }
 
+/** Gradients exist only for float leaves: an integer or bool leaf is an error, never zeros. */
+function checkFloatLeaves(xs: readonly Tensor[]): void {
+  xs.forEach((x, i) => {
+    if (isFloating(x.dtype)) return;
+    throw new TypeError(
+      `grad: leaf ${i} (tree.leaves order) of the differentiated argument (params) is ${x.dtype}[${x.shape}], and ` +
+        "gradients exist only for float tensors; pass integer data (labels, indices, counts) " +
+        "in a later argument of the function, or astype the leaf to a float dtype",
+    );
+  });
+}
+
 /**
  * A float cast of an integer computed from the parameters by an op with no VJP (argmax, argmin)
  * would silently give a zero gradient: say which op instead. Bool masks (compare, all, any)
@@ -142,6 +154,7 @@ export function valueAndGrad<P, R extends unknown[]>(
   return (params: P, ...rest: R) =>
     tidy(() => {
       const xs = leaves(params);
+      checkFloatLeaves(xs);
       const tape: Tape = { watched: new Set(xs), nodes: [] };
       const res = recording(tape, () => f(params, ...rest));
       const [loss, aux] = opts.hasAux ? res as [Tensor, unknown] : [res as Tensor, undefined];

@@ -18,19 +18,24 @@ import {
   matmul,
   memory,
   mul,
+  nn,
   reshape,
   scatterAdd,
   slice,
   stack,
+  sub,
   sum,
   take,
   type Tensor,
   tensor,
+  tidy,
   transpose,
   valueAndGrad,
   where,
   zeros,
 } from "../mod.ts";
+
+const { crossEntropy, linear, mse } = nn;
 
 /** Assert `fn` throws an Error whose message contains every one of `parts`. */
 function throwsWith(fn: () => unknown, parts: string[]): void {
@@ -168,5 +173,90 @@ Deno.test("tensor(): ragged arrays and wrong sizes are explained", () => {
   throwsWith(() => tensor([1, 2, 3], { shape: [2, 2] }), ["[2,2]", "4", "3"]);
   withTensors(() => [tensor([1, 2])], ([x]) => {
     assert.rejects(() => x.item(), /one element/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13, items 4 and 7: scalars that do not fit, and garbage in
+
+Deno.test("a JS scalar that an integer dtype cannot hold is an error, never wrapped", async () => {
+  const make = () => [
+    tensor([1, 200], { dtype: "u8" }),
+    tensor(1, { dtype: "i32" }),
+    tensor([true, false]),
+  ];
+  withTensors(make, ([u, i, c]) => {
+    throwsWith(() => add(u, 300), ["add", "300", "u8", "0…255"]);
+    throwsWith(() => add(u, -1), ["add", "-1", "u8"]);
+    throwsWith(() => mul(i, 3e9), ["mul", "3000000000", "i32"]);
+    throwsWith(() => add(-(2 ** 31) - 1, i), ["add", "argument 1", "i32"]);
+    throwsWith(() => where(c, u, 256), ["where", "argument 3", "256", "u8"]);
+    throwsWith(() => where(c, 300, u), ["where", "argument 2", "300", "u8"]);
+  });
+  // In range is fine; a non-integer scalar promotes an integer tensor to f32, as in JAX.
+  const ok = [
+    add(tensor([1, 0], { dtype: "u8" }), 255),
+    add(tensor(0, { dtype: "i32" }), 2 ** 31 - 1),
+    add(tensor(1, { dtype: "i32" }), 2.5),
+  ];
+  assert.deepEqual(await ok[0].toArray(), [0, 255]); // 1 + 255 = 256 wraps in the tensor op
+  assert.equal(await ok[1].item(), 2 ** 31 - 1);
+  assert.equal(ok[2].dtype, "f32");
+  assert.equal(await ok[2].item(), 3.5);
+  ok.forEach((t) => t.dispose());
+});
+
+Deno.test("garbage in: non-tensor arguments name the op, the argument and what was given", () => {
+  withTensors(() => [tensor([[1, 2]]), tensor([1, 2])], ([m, v]) => {
+    throwsWith(() => matmul(undefined as unknown as Tensor, m), [
+      "matmul",
+      "argument 1",
+      "Tensor",
+      "undefined",
+    ]);
+    throwsWith(() => matmul(m, [[1], [2]] as unknown as Tensor), [
+      "matmul",
+      "argument 2",
+      "plain array",
+      "tensor([...])",
+    ]);
+    throwsWith(() => add(v, "1" as unknown as number), ["add", "argument 2", 'string "1"']);
+    throwsWith(() => sub(undefined as unknown as number, v), ["sub", "argument 1", "undefined"]);
+    throwsWith(() => sum(null as unknown as Tensor), ["sum", "argument 1", "null"]);
+    throwsWith(() => astype([1] as unknown as Tensor, "f16"), ["astype", "plain array"]);
+    throwsWith(() => where(true as unknown as Tensor, v, 0), ["where", "condition", "boolean"]);
+  });
+});
+
+Deno.test("tensor(): undefined, strings and objects are errors naming the element", () => {
+  const before = memory().tensors;
+  throwsWith(() => tensor(undefined as unknown as number), ["tensor", "values", "undefined"]);
+  throwsWith(() => tensor([1, "a"] as unknown as number[]), ["tensor", "element [1]", '"a"']);
+  throwsWith(() => tensor([[1, 2], [3, undefined]] as unknown as number[][]), [
+    "element [1,1]",
+    "undefined",
+  ]);
+  throwsWith(() => tensor({} as unknown as number), ["tensor", "an object"]);
+  assert.equal(memory().tensors, before);
+});
+
+Deno.test("a batch missing a key names the op and argument that got undefined", () => {
+  withTensors(() => [tensor([[1, 2]]), tensor([[0.5], [1]]), tensor([3])], ([x, w, y]) => {
+    const batch = { x } as { x: Tensor; y: Tensor }; // `y` forgotten
+    throwsWith(() => tidy(() => mse(linear({ w }, batch.x), batch.y)), [
+      "mse",
+      "argument 2 (target)",
+    ]);
+    const noX = { y } as { x: Tensor; y: Tensor };
+    throwsWith(() => linear({ w }, noX.x), ["linear", "argument 2 (x)", "undefined"]);
+    throwsWith(() => crossEntropy(x, noX.x), ["crossEntropy", "argument 2 (labels)", "undefined"]);
+  });
+});
+
+Deno.test("grad with respect to an integer leaf is an error, not zeros", () => {
+  withTensors(() => [tensor([1, 2]), tensor([1, 2], { dtype: "i32" })], ([f, i]) => {
+    const loss = (p: { w: Tensor; n: Tensor }) => sum(mul(p.w, astype(p.n, "f32")));
+    throwsWith(() => grad(loss)({ w: f, n: i }), ["grad", "leaf 1", "i32[2]", "float"]);
+    throwsWith(() => valueAndGrad((t: Tensor) => sum(astype(t, "f32")))(i), ["grad", "i32"]);
   });
 });

@@ -55,7 +55,7 @@ import {
   where,
   zeros,
 } from "../mod.ts";
-import { greater } from "../mod.ts";
+import { type Backend, cpu, greater } from "../mod.ts";
 import { rng } from "./rng.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -442,4 +442,68 @@ Deno.test("a param returned as the loss itself has gradient one; zeros-based los
   const gz = grad((t: Tensor) => sum(mul(t, 0)))(z);
   assert.deepEqual(Array.from(await gz.data()), [0, 0]);
   for (const t of [s, g, z, gz]) t.dispose();
+});
+
+// ---------------------------------------------------------------------------------------------
+// maximum/minimum on ties (issue 13, item 6)
+
+Deno.test("maximum/minimum VJP: ties split the gradient evenly, exact values (f64 and f16)", async () => {
+  const before = memory().tensors;
+  for (const dtype of ["f64", "f32", "f16"] as DType[]) {
+    for (const [name, op] of [["maximum", maximum], ["minimum", minimum]] as const) {
+      // a > b, a == b, a < b, a tie at -0/+0 (equal), a broadcast b: exact expected cotangents.
+      const a = tensor([3, 2, -1, 0], { dtype });
+      const b = tensor([1, 2, 5, -0], { dtype });
+      const w = tensor([1, 0.75, 4, 8], { dtype });
+      const [ga, gb] = grad(([x, y]: Tensor[]) => sum(mul(op(x, y), w)))([a, b]);
+      const aWins = name === "maximum" ? [1, 0.375, 0, 4] : [0, 0.375, 4, 4];
+      const bWins = name === "maximum" ? [0, 0.375, 4, 4] : [1, 0.375, 0, 4];
+      assert.deepEqual(await ga.toArray(), aWins, `${name} ${dtype}: grad of a`);
+      assert.deepEqual(await gb.toArray(), bWins, `${name} ${dtype}: grad of b`);
+      assert.equal(ga.dtype, dtype);
+      for (const t of [a, b, w, ga, gb]) t.dispose();
+    }
+  }
+  assert.equal(memory().tensors, before);
+});
+
+Deno.test("maximum VJP: a broadcast scalar tied with several elements sums its halves", async () => {
+  const a = tensor([2, 2, 1, 3], { dtype: "f64" });
+  const b = tensor(2, { dtype: "f64" });
+  const [ga, gb] = grad(([x, y]: Tensor[]) => sum(maximum(x, y)))([a, b]);
+  assert.deepEqual(await ga.toArray(), [0.5, 0.5, 0, 1]);
+  assert.equal(await gb.item(), 0.5 + 0.5 + 1); // two ties and one win
+  for (const t of [a, b, ga, gb]) t.dispose();
+});
+
+Deno.test("maximum VJP: NaN from one side sends no gradient to either side (as JAX)", async () => {
+  const a = tensor([NaN, 1], { dtype: "f64" });
+  const b = tensor([1, 0], { dtype: "f64" });
+  const [ga, gb] = grad(([x, y]: Tensor[]) => sum(maximum(x, y)))([a, b]);
+  assert.deepEqual(await ga.toArray(), [0, 1]);
+  assert.deepEqual(await gb.toArray(), [0, 0]);
+  for (const t of [a, b, ga, gb]) t.dispose();
+});
+
+Deno.test("maximum/minimum VJP computes only the gradients that are needed", async () => {
+  // A CPU device that counts `where` kernels: the VJP selects once per needed cotangent.
+  let wheres = 0;
+  const counting: Backend = {
+    ...cpu,
+    name: "cpu-counting-where",
+    where: (...args) => (wheres++, cpu.where(...args)),
+  };
+  for (const op of [maximum, minimum]) {
+    const a = tensor([1, 2, 3], { dtype: "f64", device: counting });
+    const b = tensor([3, 2, 1], { dtype: "f64", device: counting });
+    wheres = 0;
+    const gBoth = grad((x: Tensor[]) => sum(op(x[0], x[1])))([a, b]);
+    const both = wheres;
+    wheres = 0;
+    // Only `a` is differentiated: `b` comes in as data, so its cotangent is never built.
+    const gA = grad((x: Tensor, y: Tensor) => sum(op(x, y)))(a, b);
+    assert.deepEqual(await gA.toArray(), await gBoth[0].toArray());
+    assert.equal(wheres, both / 2, `wheres: ${wheres} for a only, ${both} for both`);
+    for (const t of [a, b, gA, ...gBoth]) t.dispose();
+  }
 });

@@ -6,7 +6,7 @@
 import type { DType } from "../dtype.ts";
 import type { Backend } from "../backend/backend.ts";
 import { type Tensor, zeros } from "../tensor.ts";
-import { apply, type OpDef } from "../op.ts";
+import { apply, expectTensor, type OpDef } from "../op.ts";
 import { add } from "../ops/elementwise.ts";
 import { matmul } from "../ops/matmul.ts";
 import type { Key } from "../random.ts";
@@ -73,6 +73,7 @@ const linearOp: OpDef<undefined> = {
  */
 export function linear(p: LinearParams, x: Tensor): Tensor {
   if (!p || !p.w) throw new Error("linear: params must be { w, b? } as made by linearInit");
+  expectTensor("linear", x, "argument 2 (x)");
   if (x.ndim === 0 || p.w.ndim !== 2 || x.shape[x.ndim - 1] !== p.w.shape[0]) {
     throw new Error(
       `linear: input of shape [${x.shape}] does not fit a weight of shape [${p.w.shape}]; ` +

@@ -6,7 +6,7 @@
  */
 import type { DType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { apply, type OpDef } from "../op.ts";
+import { apply, expectTensor, type OpDef } from "../op.ts";
 import { astype, neg, square, sub, where } from "../ops/elementwise.ts";
 import { mean, sum } from "../ops/reduce.ts";
 import { logSoftmax } from "../ops/activation.ts";
@@ -37,6 +37,8 @@ const crossEntropyOp: OpDef<undefined> = {
  * ```
  */
 export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  expectTensor("crossEntropy", logits, "argument 1 (logits)");
+  expectTensor("crossEntropy", labels, "argument 2 (labels)");
   if (labels.dtype !== "i32" && labels.dtype !== "u8") {
     throw new Error(
       `crossEntropy: labels must be integer class ids (i32 or u8), got ${labels.dtype}; ` +
@@ -74,6 +76,8 @@ const mseOp: OpDef<undefined> = {
  * ```
  */
 export function mse(pred: Tensor, target: Tensor): Tensor {
+  expectTensor("mse", pred, "argument 1 (pred)");
+  expectTensor("mse", target, "argument 2 (target)");
   if (pred.ndim !== target.ndim || pred.shape.some((d, i) => d !== target.shape[i])) {
     throw new Error(
       `mse: pred of shape [${pred.shape}] and target of shape [${target.shape}] differ; ` +

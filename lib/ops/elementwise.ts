@@ -6,7 +6,7 @@
  */
 import { type CastOptions, type DType, isFloating, parseDType } from "../dtype.ts";
 import type { BinaryOp, UnaryOp } from "../backend/backend.ts";
-import { apply, type Meta, type OpDef, type OpTag, temporaries } from "../op.ts";
+import { apply, expectTensor, type Meta, type OpDef, type OpTag, temporaries } from "../op.ts";
 import { full, Tensor } from "../tensor.ts";
 import { asTensors, broadcastShapes, broadcastView, floatOf, type TensorLike } from "./util.ts";
 import { sumTo } from "./reduce.ts";
@@ -132,6 +132,26 @@ function binaryMeta(
   return { shape: broadcastShapes(name, a.shape, b.shape), dtype: outDtype(a.dtype) };
 }
 
+/**
+ * VJP of maximum/minimum, as JAX's balanced rule: the argument equal to the output gets the
+ * gradient, and a tie splits it evenly (g/2 each, as torch and nbit's own `max` reduction).
+ * When the output is NaN from one side, that side equals nothing and both get 0. Only the
+ * arguments in `needs` are computed.
+ */
+function extremeVjp(
+  g: Tensor,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  needs: readonly boolean[],
+): [Tensor | null, Tensor | null] {
+  const isA = equal(a, out);
+  const isB = equal(b, out);
+  const half = mul(g, 0.5);
+  const share = (mine: Tensor, other: Tensor) => where(mine, where(other, half, g), 0);
+  return [needs[0] ? share(isA, isB) : null, needs[1] ? share(isB, isA) : null];
+}
+
 /** Binary op declarations. */
 const binaryOps = {
   add: binaryOp("add", "add", EW, same, (g) => [g, g]),
@@ -148,14 +168,8 @@ const binaryOps = {
     n[0] ? mul(g, mul(b, pow(a, sub(b, 1)))) : null,
     n[1] ? where(greater(a, 0), mul(g, mul(out, log(a))), 0) : null,
   ]),
-  maximum: binaryOp("maximum", "maximum", EW, same, (g, a, b) => {
-    const m = greaterEqual(a, b);
-    return [where(m, g, 0), where(m, 0, g)];
-  }),
-  minimum: binaryOp("minimum", "minimum", EW, same, (g, a, b) => {
-    const m = lessEqual(a, b);
-    return [where(m, g, 0), where(m, 0, g)];
-  }),
+  maximum: binaryOp("maximum", "maximum", EW, same, extremeVjp),
+  minimum: binaryOp("minimum", "minimum", EW, same, extremeVjp),
   equal: binaryOp("equal", "equal", ["compare"], toBool),
   notEqual: binaryOp("notEqual", "notEqual", ["compare"], toBool),
   less: binaryOp("less", "less", ["compare"], toBool),
@@ -250,13 +264,14 @@ const whereOp: OpDef<undefined> = {
  * ```
  */
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  expectTensor("where", cond, "argument 1 (the condition)");
   if (a instanceof Tensor && b instanceof Tensor && a.dtype === b.dtype) {
     return apply(whereOp, [cond, a, b], undefined);
   }
   return temporaries(() => {
     // Two JS numbers: weak f32 scalars on the condition's device.
     if (typeof a === "number" && typeof b === "number") a = full([], a, { device: cond.device });
-    let [ta, tb] = asTensors("where", a, b);
+    let [ta, tb] = asTensors("where", a, b, 2);
     if (ta.dtype !== tb.dtype) {
       const d = promoteOf(ta.dtype, tb.dtype);
       if (ta.dtype !== d) ta = astype(ta, d);
@@ -294,6 +309,7 @@ const astypeOp: OpDef<CastAttrs> = {
  * ```
  */
 export function astype(x: Tensor, dtype: DType, opts?: CastOptions): Tensor {
+  expectTensor("astype", x, 1);
   const d = parseDType(dtype);
   if (d === x.dtype) return x;
   return apply(astypeOp, [x], { dtype: d, opts });

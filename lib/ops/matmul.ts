@@ -5,7 +5,7 @@
  * @module
  */
 import { promoteTypes } from "../dtype.ts";
-import { apply, type OpDef, temporaries } from "../op.ts";
+import { apply, expectTensor, type OpDef, temporaries } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { broadcastShapes, prod } from "./util.ts";
 import { astype } from "./elementwise.ts";
@@ -101,6 +101,8 @@ function mm(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
  * ```
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
+  expectTensor("matmul", a, 1);
+  expectTensor("matmul", b, 2);
   if (a.ndim === 0 || b.ndim === 0) {
     throw new Error(`matmul: operands must be at least 1-D, got [${a.shape}] and [${b.shape}]`);
   }
@@ -125,6 +127,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * ```
  */
 export function matmulT(a: Tensor, b: Tensor): Tensor {
+  expectTensor("matmulT", a, 1);
+  expectTensor("matmulT", b, 2);
   const d = promoteTypes(a.dtype, b.dtype);
   if (a.dtype === d && b.dtype === d) return mm(a, b, false, true);
   return temporaries(() => mm(astype(a, d), astype(b, d), false, true));

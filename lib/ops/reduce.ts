@@ -7,7 +7,7 @@
  */
 import { type DType, isFloating } from "../dtype.ts";
 import type { ReduceOp } from "../backend/backend.ts";
-import { apply, type Meta, type OpDef, temporaries } from "../op.ts";
+import { apply, expectTensor, type Meta, type OpDef, temporaries } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { normAxes, prod, stridesOf } from "./util.ts";
 import {
@@ -141,6 +141,7 @@ function extremeGrad(g: Tensor, x: Tensor, out: Tensor, a: ReduceAttrs): Tensor 
 export type Axis = number | readonly number[] | undefined;
 
 function reduce(op: OpDef<ReduceAttrs>, x: Tensor, axis: Axis, keepdims: boolean): Tensor {
+  expectTensor(op.name, x, 1);
   return apply(op, [x], { axes: normAxes(op.name, axis, x.ndim), keepdims });
 }
 

@@ -6,6 +6,7 @@
 import { type DType, isFloating, promoteTypes, weakScalarType } from "../dtype.ts";
 import type { View } from "../backend/backend.ts";
 import { full, Tensor } from "../tensor.ts";
+import { expectTensor } from "../op.ts";
 
 /** A tensor or a JS number used as a (weakly typed) scalar. */
 export type TensorLike = Tensor | number;
@@ -98,15 +99,54 @@ export function resultType(a: TensorLike, b: TensorLike): DType {
   throw new Error("expected at least one tensor argument, got two numbers");
 }
 
-/** Turn JS-number scalars into 0-d tensors of the op's result dtype on the tensor's device. */
-export function asTensors(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor] {
+/** Integer ranges of the integer dtypes a weak scalar may take. */
+const INT_RANGE: Partial<Record<DType, readonly [number, number]>> = {
+  i32: [-(2 ** 31), 2 ** 31 - 1],
+  u8: [0, 255],
+};
+
+/** Throw unless `x` is a Tensor or a JS number (naming the op and argument position). */
+function checkTensorLike(op: string, x: unknown, arg: number): void {
+  if (x instanceof Tensor || typeof x === "number") return;
+  expectTensor(op, x, arg, "a Tensor or a number"); // throws, saying what x is
+}
+
+/**
+ * Turn JS-number scalars into 0-d tensors of the op's result dtype on the tensor's device.
+ * Scalars are weakly typed, as in JAX: a float tensor keeps its dtype (f16 + 1e6 is +Inf, as
+ * any f16 overflow); an integer tensor with a non-integer scalar promotes to f32; an integer
+ * scalar that the integer dtype cannot hold (`add(u8, 300)`, `add(i32, 3e9)`) is an error,
+ * as JAX's OverflowError, never a wrapped or saturated value. Anything else than a tensor or a
+ * number (a string, an array, undefined) is an error naming the argument (`firstArg` is the
+ * 1-based position of `a` in the op's call).
+ */
+export function asTensors(
+  op: string,
+  a: TensorLike,
+  b: TensorLike,
+  firstArg = 1,
+): [Tensor, Tensor] {
+  checkTensorLike(op, a, firstArg);
+  checkTensorLike(op, b, firstArg + 1);
   if (typeof a === "number" && typeof b === "number") {
     throw new Error(`${op}: expected at least one tensor argument, got two numbers`);
   }
   const dtype = resultType(a, b);
   const device = (a instanceof Tensor ? a : b as Tensor).device;
-  const ta = a instanceof Tensor ? a : full([], a, { dtype, device });
-  const tb = b instanceof Tensor ? b : full([], b, { dtype, device });
+  const scalar = (v: number, arg: number) => {
+    const range = INT_RANGE[dtype];
+    if (range && !(v >= range[0] && v <= range[1])) {
+      throw new RangeError(
+        `${op}: the scalar ${v} (argument ${arg}) does not fit the tensor's dtype ${dtype} ` +
+          `(integers ${range[0]}…${range[1]}); cast the tensor first (e.g. astype(x, "${
+            dtype === "u8" ? "i32" : "f32"
+          }")) or pass a value in range`,
+      );
+    }
+    return full([], v, { dtype, device });
+  };
+  const ta = a instanceof Tensor ? a : scalar(a, firstArg);
+  const tb = b instanceof Tensor ? b : scalar(b, firstArg + 1);
   return [ta, tb];
 }
 
