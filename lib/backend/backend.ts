@@ -135,7 +135,12 @@ export interface Backend {
   binary(op: BinaryOp, a: View, b: View, outDtype: DType): Handle;
   /** `cond ? a : b` elementwise over broadcast views of the output shape. */
   where(cond: View, a: View, b: View, outDtype: DType): Handle;
-  /** Reduce the middle axis of `[outer, reduce, inner]`; sums accumulate in f32 (f64 for f64). */
+  /**
+   * Reduce the middle axis of `[outer, reduce, inner]`. Sums accumulate in at least f32 and
+   * round once to `outDtype`; the accumulator is a backend's choice (WebGPU: f32; the CPU
+   * backend: f64), so long sums of arbitrary values may differ between backends in the last
+   * bits. f64 sums accumulate in f64.
+   */
   reduce(
     op: ReduceOp,
     x: Arg,
@@ -144,7 +149,11 @@ export interface Backend {
     inner: number,
     outDtype: DType,
   ): Handle;
-  /** Batched matrix product, accumulating in f32 (f64 for f64). */
+  /**
+   * Batched matrix product, accumulating in at least f32 and rounding once to `outDtype`. The
+   * accumulator is a backend's choice (WebGPU: f32; the CPU backend's kernels: f64 or f32, see
+   * their module docs), so results may differ between backends in the last bits. f64 in f64.
+   */
   matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType): Handle;
   /** Concatenate `[outer, sizes[i], inner]` blocks along the middle axis. */
   concat(
@@ -156,7 +165,13 @@ export interface Backend {
   ): Handle;
   /** `out[o, j, i] = x[o, idx[j], i]` for `x` laid out as `[outer, axis, inner]`; i32 indices. */
   gather(x: Arg, idx: Arg, outer: number, axis: number, inner: number): Handle;
-  /** `out = base; out[o, idx[j], i] += upd[o, j, i]`; i32 indices, accumulation in f32 (f64). */
+  /**
+   * `out = base; out[o, idx[j], i] += upd[o, j, i]`; i32 indices. Every backend adds in the same
+   * order and precision, so results agree bitwise: each output starts from `base` and adds the
+   * updates of the indices that hit it in increasing `j`, one rounding per addition, in f32 for
+   * f32 and narrower floats (then rounded once to the dtype), in f64 for f64, with i32
+   * wrap-around for i32 (WGSL may flush f32 subnormals to zero: see the WebGPU backend).
+   */
   scatterAdd(base: Arg, idx: Arg, upd: Arg, outer: number, axis: number, inner: number): Handle;
   /** Fill a new buffer from the counter-based PRNG. */
   random(key: Key, size: number, dtype: DType, dist: RandomKind): Handle;
@@ -184,6 +199,27 @@ export interface Backend {
   fused?(k: FusedKernel, inputs: readonly View[]): Handle[];
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */
   readonly maxFusedBuffers?: number;
+  /**
+   * Record the kernels `body` issues so they can be replayed without re-encoding them (WebGPU:
+   * pipelines, bind groups and uniforms built once; one submit per replay). The backend copies
+   * `inputs` into buffers the recording owns and passes those to `body`; buffers made inside
+   * `body` belong to the recording (a `free` there makes a buffer reusable by later kernels of
+   * the same recording); `body` returns the output buffers, and `record` returns fresh copies
+   * of them (owned by the caller) with the recording. `replay` does the same with new inputs of
+   * the same dtypes and sizes.
+   */
+  record?(
+    inputs: readonly Arg[],
+    body: (inputs: readonly Handle[]) => readonly Handle[],
+  ): { readonly outputs: Handle[]; readonly recording: Recording };
   /** Set on `jit`'s tracing devices only: they record kernel calls instead of running them. */
   readonly tracing?: boolean;
+}
+
+/** A recorded sequence of kernels (see `Backend.record`). */
+export interface Recording {
+  /** Run the recorded kernels on new inputs; returns fresh output buffers (caller-owned). */
+  replay(inputs: readonly Arg[]): Handle[];
+  /** Free every buffer the recording owns. */
+  dispose(): void;
 }

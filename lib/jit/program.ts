@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Arg, Backend, Handle, View } from "../backend/backend.ts";
+import type { Arg, Backend, Handle, Recording, View } from "../backend/backend.ts";
 import type { Key } from "../prng.ts";
 import { type Graph, inputsOf, type Node, type ViewRef } from "./graph.ts";
 import { type Simplified, simplify } from "./passes.ts";
@@ -44,6 +44,8 @@ export interface Program {
 export interface CompileOptions {
   /** Fuse elementwise chains (default true when the backend has `fused`). */
   readonly fuse?: boolean;
+  /** Record and replay the kernels where the backend can (default true; see `Backend.record`). */
+  readonly record?: boolean;
 }
 
 function arg(n: Node, h: Handle): Arg {
@@ -187,9 +189,11 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     fused,
   };
 
-  const run = (args: readonly Handle[], keys: readonly Key[]): Handle[] => {
+  // Outputs that per-call work computes (the others are arguments or constants).
+  const computed = s.outputs.flatMap((o, i) => passthrough[i] < 0 && !constant[o] ? [o] : []);
+  const runSteps = (inputs: readonly Handle[], keys: readonly Key[]): Handle[] => {
     const env = new Map<number, Handle>(consts);
-    for (const [id, index] of inputIds) env.set(id, args[index]);
+    inputIds.forEach(([id], j) => env.set(id, inputs[j]));
     const get = (id: number) => env.get(id)!;
     steps.forEach((st, k) => {
       if (st.kind === "node") env.set(st.id, exec(b, nodes, nodes[st.id], get, keys));
@@ -199,11 +203,28 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
       }
       for (const id of frees[k]) b.free(env.get(id)!, nodes[id].dtype, nodes[id].size);
     });
+    return computed.map(get);
+  };
+  // Random nodes read their key from the call's arguments, so they are not recorded.
+  const recordable = typeof b.record === "function" && (opts.record ?? true) &&
+    !nodes.some((n) => n.op === "random");
+  let recording: Recording | undefined;
+  const run = (args: readonly Handle[], keys: readonly Key[]): Handle[] => {
+    const inputs = inputIds.map(([id, index]) => arg(nodes[id], args[index]));
+    let outs: Handle[];
+    if (!recordable) outs = runSteps(inputs.map((a) => a.h), keys);
+    else if (recording) outs = recording.replay(inputs);
+    else {
+      const r = b.record!(inputs, (owned) => runSteps(owned, keys));
+      recording = r.recording;
+      outs = r.outputs;
+    }
+    let next = 0;
     return s.outputs.map((o, i) => {
       if (passthrough[i] >= 0) return args[passthrough[i]];
       // A constant output gets a fresh copy each call: the caller owns what `run` returns.
       if (constant[o]) return b.cast(arg(nodes[o], consts.get(o)!), nodes[o].dtype);
-      return get(o);
+      return outs[next++];
     });
   };
   return {
@@ -211,6 +232,8 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     passthrough,
     stats,
     dispose() {
+      recording?.dispose();
+      recording = undefined;
       for (const [id, h] of consts) b.free(h, nodes[id].dtype, nodes[id].size);
       consts.clear();
     },
