@@ -1,58 +1,217 @@
 /**
  * The CPU backend: the reference implementation of every kernel, and the only home of f64.
- * Buffers are typed arrays in each dtype's storage layout (f16/bf16 as raw `Uint16Array` bits,
- * f8 as raw `Uint8Array` bits). Narrow floats are widened to f32, computed, and rounded once.
+ *
+ * Every buffer is a block of the CPU heap (`heap.ts`, one `WebAssembly.Memory`) in its dtype's
+ * storage layout (f16/bf16 as raw u16 bits, f8 as raw u8 bits). A handle is a small record
+ * ({@linkcode CpuBuffer}: pointer and byte length); typed-array views over the heap are derived
+ * per kernel call, after the call's output is allocated (growing a non-shared memory detaches
+ * every older view), and never given to callers: `read` returns a copy. `free` returns the
+ * block to the allocator. Narrow floats are widened to f32 in reused scratch arrays, computed,
+ * and rounded once into the output block; f32, f64, i32, u8 and bool kernels read and write the
+ * heap directly. A kernel that throws releases the blocks it allocated.
  *
  * @module
  */
 import {
+  byteSize,
   type CastOptions,
-  decode,
   type DType,
   encode,
+  encodeInto,
+  f16BitsToNumber,
+  f8e4m3BitsToNumber,
+  f8e5m2BitsToNumber,
   isFloating,
   type Storage,
-  storageFor,
 } from "../../dtype.ts";
 import type { Arg, Backend, Handle, MatmulGeometry, RandomKind, View } from "../backend.ts";
 import { fillBernoulli, fillNormal, fillUniform, type Key } from "../../prng.ts";
 import { binaryFn, unaryFn } from "./elementwise.ts";
 import { matmulKernel } from "./matmul.ts";
-import { wasmMatmul } from "./wasm/matmul.ts";
+import { wasmMatmul, wasmMatmulApplies } from "./wasm/matmul.ts";
 import { reduceKernel } from "./reduce.ts";
 import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
 import type { FusedKernel } from "../fused.ts";
 import { runFused } from "./fused.ts";
+import { defaultHeap } from "./heap.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
+type Ctor<T> = { new (buf: ArrayBufferLike, at: number, n: number): T; new (n: number): T };
 
-/** Widened values of a buffer (no copy for f32, f64, i32, u8, bool). */
-function values(x: Arg): Num {
-  return decode(x.dtype, x.h as Storage);
-}
-
-/** A compute array for the output dtype: f64 stays f64, ints stay ints, every float is f32. */
-function computeArray(out: DType, n: number): Num {
-  switch (out) {
-    case "f64":
-      return new Float64Array(n);
-    case "i32":
-      return new Int32Array(n);
-    case "u8":
-    case "bool":
-      return new Uint8Array(n);
-    default:
-      return new Float32Array(n);
+/** A CPU buffer handle: a block of the CPU heap. `ptr` is -1 once freed. */
+export class CpuBuffer {
+  /** Byte offset in the heap's memory (64-aligned); -1 after `free`. */
+  ptr: number;
+  /** Bytes requested (elements × bytes per element). */
+  readonly bytes: number;
+  /** @internal Use the backend's kernels; this wraps a block just allocated. */
+  constructor(ptr: number, bytes: number) {
+    this.ptr = ptr;
+    this.bytes = bytes;
   }
 }
 
-/** Round a compute array to the output dtype's storage. */
-function store(out: DType, data: Num): Storage {
-  if (out === "f64") return data instanceof Float64Array ? data : Float64Array.from(data);
-  if (out === "f32" && data instanceof Float32Array) return data;
-  if (out === "i32" && data instanceof Int32Array) return data;
-  if (out === "u8" && data instanceof Uint8Array) return data;
-  return encode(out, data);
+/** Blocks allocated by the kernel call in progress (released if it throws). */
+const pending: CpuBuffer[] = [];
+/** Scratch slots handed out in the kernel call in progress. */
+let slot = 0;
+
+/** A new heap block for `n` elements of `dtype` (contents undefined). */
+function newBuffer(dtype: DType, n: number): CpuBuffer {
+  const bytes = byteSize(dtype) * n;
+  const h = new CpuBuffer(defaultHeap().alloc(bytes), bytes);
+  pending.push(h);
+  return h;
+}
+
+function storageCtor(d: DType): Ctor<Storage> {
+  switch (d) {
+    case "f64":
+      return Float64Array;
+    case "f32":
+      return Float32Array;
+    case "f16":
+    case "bf16":
+      return Uint16Array;
+    case "i32":
+      return Int32Array;
+    default:
+      return Uint8Array;
+  }
+}
+
+/** A view of `n` elements of a handle's storage. Valid until the next heap allocation. */
+function viewOf(h: CpuBuffer, dtype: DType, n: number): Storage {
+  if (!(h instanceof CpuBuffer)) throw new TypeError(`cpu: ${String(h)} is not a CPU buffer`);
+  if (h.ptr < 0) throw new Error("cpu: a buffer was used after it was freed");
+  return new (storageCtor(dtype))(defaultHeap().buffer, h.ptr, n);
+}
+
+/** A view of an argument's storage (for kernels that read raw storage, e.g. WebAssembly). */
+function storageOf(x: Arg): Storage {
+  return viewOf(x.h as CpuBuffer, x.dtype, x.size);
+}
+
+/** A new buffer holding a copy of host storage (in `dtype`'s layout). */
+function fromStorage(dtype: DType, data: Storage): CpuBuffer {
+  const h = newBuffer(dtype, data.length);
+  viewOf(h, dtype, data.length).set(data as never);
+  return h;
+}
+
+const RETAIN = 1 << 22; // elements: larger scratch arrays are not kept between calls
+const scratchPool = new Map<Ctor<Num>, Num[]>();
+
+/** A reused array of `n` elements (contents undefined), distinct within one kernel call. */
+function scratch<T extends Num>(ctor: Ctor<T>, n: number): T {
+  if (n > RETAIN) return new ctor(n);
+  let list = scratchPool.get(ctor as Ctor<Num>);
+  if (!list) scratchPool.set(ctor as Ctor<Num>, list = []);
+  const s = slot++;
+  let a = list[s] as T | undefined;
+  if (!a || a.length < n) list[s] = a = new ctor(Math.max(n, 2 * (a?.length ?? 0), 256));
+  return a.subarray(0, n) as T;
+}
+
+let f16Values: Float32Array | undefined;
+const f8Values = {
+  f8e4m3: Float32Array.from({ length: 256 }, (_, b) => f8e4m3BitsToNumber(b)),
+  f8e5m2: Float32Array.from({ length: 256 }, (_, b) => f8e5m2BitsToNumber(b)),
+};
+
+/** Widen narrow-float storage `s` into `out` (exact). */
+function widenInto(d: DType, s: Storage, out: Float32Array): void {
+  const n = out.length;
+  if (d === "bf16") {
+    const o = new Uint32Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i++) o[i] = s[i] << 16;
+    return;
+  }
+  const t = d === "f16"
+    ? f16Values ??= Float32Array.from({ length: 65536 }, (_, b) => f16BitsToNumber(b))
+    : f8Values[d as "f8e4m3" | "f8e5m2"];
+  for (let i = 0; i < n; i++) out[i] = t[s[i]];
+}
+
+/**
+ * Widened values of a buffer: the heap view itself for f32, f64, i32, u8 and bool (read it,
+ * never write it), a scratch f32 array for narrow floats.
+ */
+function values(x: Arg): Num {
+  const s = storageOf(x);
+  if (!isNarrow(x.dtype)) return s as Num;
+  const out = scratch(Float32Array, x.size);
+  widenInto(x.dtype, s, out);
+  return out;
+}
+
+/** The widened value of one element. */
+function valueAt(x: Arg, i: number): number {
+  const s = storageOf(x);
+  if (!isNarrow(x.dtype)) return s[i];
+  if (x.dtype === "bf16") return new Float32Array(new Uint32Array([s[i] << 16]).buffer)[0];
+  if (x.dtype === "f16") return f16BitsToNumber(s[i]);
+  return f8Values[x.dtype as "f8e4m3" | "f8e5m2"][s[i]];
+}
+
+function isNarrow(d: DType): boolean {
+  return d === "f16" || d === "bf16" || d === "f8e4m3" || d === "f8e5m2";
+}
+
+/** Output blocks of compute arrays handed out by `computeArray`, until `store` claims them. */
+const outputs = new WeakMap<Num, CpuBuffer>();
+
+/**
+ * A compute array for an output of `n` elements of `out`: f64 stays f64, ints stay ints, every
+ * float is f32. It is the output block itself when the compute type is the storage type, else a
+ * scratch array that `store` rounds into the block. Call it before taking input views.
+ */
+function computeArray(out: DType, n: number): Num {
+  const h = newBuffer(out, n);
+  let data: Num;
+  switch (out) {
+    case "f64":
+    case "f32":
+    case "i32":
+    case "u8":
+    case "bool":
+      data = viewOf(h, out, n) as Num;
+      break;
+    default:
+      data = scratch(Float32Array, n);
+  }
+  outputs.set(data, h);
+  return data;
+}
+
+/**
+ * The buffer of a computed output: the block of a `computeArray` array (rounded into it when
+ * the array is a scratch), or a new block holding `data` rounded to `out`.
+ */
+function store(out: DType, data: Num): CpuBuffer {
+  let h = outputs.get(data);
+  if (h) outputs.delete(data);
+  else {
+    // `data` may be a heap view: take its place before allocating (which may move the heap).
+    const onHeap = data.buffer === defaultHeap().buffer;
+    const at = data.byteOffset;
+    h = newBuffer(out, data.length);
+    if (onHeap) {
+      data = new (data.constructor as Ctor<Num>)(defaultHeap().buffer, at, data.length);
+    }
+  }
+  const n = h.bytes / byteSize(out);
+  if (data.length !== n) {
+    throw new Error(
+      `cpu: internal error: an output of ${n} elements holds ${data.length} (a heap view was ` +
+        "taken before an allocation that moved the heap)",
+    );
+  }
+  const view = viewOf(h, out, n);
+  if (view.byteOffset !== data.byteOffset || view.buffer !== data.buffer) {
+    encodeInto(out, data, view);
+  }
+  return h;
 }
 
 function isContiguous(v: View): boolean {
@@ -68,16 +227,13 @@ function isScalarView(v: View): boolean {
   return v.strides.every((s, d) => s === 0 || v.shape[d] === 1);
 }
 
-/** Contiguous values of a strided view (a copy unless already contiguous at offset 0). */
-function materialize(v: View): Num {
-  const src = values(v);
-  const n = v.shape.reduce((a, b) => a * b, 1);
-  if (v.offset === 0 && isContiguous(v) && src.length === n) return src;
-  const out = new (src.constructor as { new (n: number): Num })(n);
+/** Gather a strided view of `src` into `out` (contiguous, the view's shape). */
+function gatherView<T extends Storage | Num>(v: View, src: T, out: T): void {
+  const n = out.length;
   const nd = v.shape.length;
   if (nd === 0) {
     out[0] = src[v.offset];
-    return out;
+    return;
   }
   // Odometer over all but the last axis; the last axis is a strided inner loop.
   const inner = v.shape[nd - 1];
@@ -94,7 +250,58 @@ function materialize(v: View): Num {
       idx[d] = 0;
     }
   }
+}
+
+/** Contiguous widened values of a strided view (a scratch copy unless already contiguous). */
+function materialize(v: View): Num {
+  const src = values(v);
+  const n = v.shape.reduce((a, b) => a * b, 1);
+  if (v.offset === 0 && isContiguous(v) && src.length === n) return src;
+  const out = scratch(src.constructor as Ctor<Num>, n);
+  gatherView(v, src, out);
   return out;
+}
+
+/** A broadcast scalar's value, or the view's contiguous values. */
+function operand(v: View): Num | number {
+  return isScalarView(v) ? valueAt(v, v.offset) : materialize(v);
+}
+
+/**
+ * Run one kernel call: scratch slots start over, and if it throws, the blocks it allocated go
+ * back to the heap; blocks it allocated but did not return are released too.
+ */
+function guarded<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A): R => {
+    const mark = pending.length;
+    const slot0 = slot;
+    let result: R | undefined;
+    try {
+      return result = fn(...args);
+    } finally {
+      const kept: unknown[] = Array.isArray(result) ? result : [result];
+      for (let i = mark; i < pending.length; i++) {
+        const h = pending[i];
+        if (!kept.includes(h) && h.ptr >= 0) {
+          defaultHeap().release(h.ptr, h.bytes);
+          h.ptr = -1;
+        }
+      }
+      pending.length = mark;
+      slot = slot0;
+    }
+  };
+}
+
+/** Wrap every kernel of a backend object in {@linkcode guarded}. */
+function guardKernels(b: Backend): Backend {
+  const out = { ...b } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(b)) {
+    if (typeof v === "function" && k !== "unsupported" && k !== "free") {
+      out[k] = guarded(v as (...a: unknown[]) => unknown);
+    }
+  }
+  return out as unknown as Backend;
 }
 
 /**
@@ -105,52 +312,66 @@ function materialize(v: View): Num {
  * const t = tensor([1, 2, 3], { device: cpu });
  * ```
  */
-export const cpu: Backend = {
+export const cpu: Backend = guardKernels({
   kind: "cpu",
   name: "cpu",
   unsupported: () => undefined,
-  upload: (dtype: DType, data: Storage): Handle => {
-    const out = storageFor(dtype, data.length);
-    out.set(data as never);
-    return out;
-  },
+  upload: (dtype: DType, data: Storage): Handle => fromStorage(dtype, data),
   fill(dtype: DType, size: number, value: number): Handle {
     const one = encode(dtype, [value]);
-    const out = storageFor(dtype, size);
-    if (!Object.is(one[0], 0)) out.fill(one[0] as never); // −0 too
-    return out;
+    const h = newBuffer(dtype, size);
+    viewOf(h, dtype, size).fill(one[0] as never); // heap blocks are reused: always fill
+    return h;
   },
-  read: (x: Arg) => Promise.resolve(x.h as Storage),
-  free: () => {},
+  read: (x: Arg) => Promise.resolve(storageOf(x).slice()), // a copy, never live storage
+  free(h: Handle) {
+    const b = h as CpuBuffer;
+    if (b.ptr < 0) throw new Error("cpu: a buffer was freed twice");
+    defaultHeap().release(b.ptr, b.bytes);
+    b.ptr = -1;
+  },
   cast: (x: Arg, to: DType, opts?: CastOptions) => {
-    if (x.dtype === to) return (x.h as Storage).slice();
-    return encode(to, values(x), opts);
+    const h = newBuffer(to, x.size);
+    const dst = viewOf(h, to, x.size);
+    if (x.dtype === to) dst.set(storageOf(x) as never);
+    else if (to === "f32" && isNarrow(x.dtype)) {
+      widenInto(x.dtype, storageOf(x), dst as Float32Array);
+    } else encodeInto(to, values(x), dst, opts);
+    return h;
   },
   copy: (x: View, outDtype: DType) => {
-    const m = materialize(x);
-    return store(outDtype, m === x.h ? m.slice() : m);
+    const n = x.shape.reduce((a, b) => a * b, 1);
+    if (outDtype !== x.dtype) {
+      const out = computeArray(outDtype, n);
+      out.set(materialize(x) as never);
+      return store(outDtype, out);
+    }
+    // Same dtype: move raw storage (bits), no widening.
+    const h = newBuffer(outDtype, n);
+    const dst = viewOf(h, outDtype, n);
+    const src = storageOf(x);
+    if (isContiguous(x)) dst.set(src.subarray(x.offset, x.offset + n) as never);
+    else gatherView(x, src, dst);
+    return h;
   },
   unary(op, x, outDtype) {
-    const src = values(x);
     const out = computeArray(outDtype, x.size);
-    unaryFn(op, src, out);
+    unaryFn(op, values(x), out);
     return store(outDtype, out);
   },
   binary(op, a, b, outDtype) {
     const n = a.shape.reduce((p, d) => p * d, 1);
     const out = computeArray(outDtype, n);
-    const av = isScalarView(a) ? values(a)[a.offset] : materialize(a);
-    const bv = isScalarView(b) ? values(b)[b.offset] : materialize(b);
-    binaryFn(op, av, bv, out);
+    binaryFn(op, operand(a), operand(b), out);
     return store(outDtype, out);
   },
   where(cond, a, b, outDtype) {
     const n = a.shape.reduce((p, d) => p * d, 1);
-    const c = materialize(cond);
     const out = computeArray(outDtype, n);
+    const c = materialize(cond);
     // A broadcast scalar branch (e.g. where(mask, g, 0)) is read once, not materialized.
-    const av = isScalarView(a) ? values(a)[a.offset] : materialize(a);
-    const bv = isScalarView(b) ? values(b)[b.offset] : materialize(b);
+    const av = operand(a);
+    const bv = operand(b);
     if (typeof av === "number" && typeof bv === "number") {
       for (let i = 0; i < n; i++) out[i] = c[i] ? av : bv;
     } else if (typeof av === "number") {
@@ -171,17 +392,14 @@ export const cpu: Backend = {
     return store(outDtype, out);
   },
   matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType) {
-    const fast = wasmMatmul(
-      a.h as Storage,
-      a.dtype,
-      b.h as Storage,
-      b.dtype,
-      g,
-      outDtype,
-      () => [values(a), values(b)],
-    );
-    if (fast) return fast;
     const size = g.batch * g.m * g.n;
+    if (wasmMatmulApplies(a.dtype, b.dtype, outDtype)) {
+      // WebAssembly SIMD in place on the heap (f32 accumulation, rounded once).
+      const h = newBuffer(outDtype, size);
+      const ap = storageOf(a).byteOffset, bp = storageOf(b).byteOffset;
+      wasmMatmul(ap, a.dtype, bp, b.dtype, g, outDtype, h.ptr, () => [values(a), values(b)]);
+      return h;
+    }
     // Narrow float outputs round once from the f64 accumulator (no f32 step in between).
     const out = isFloating(outDtype) && outDtype !== "f32"
       ? new Float64Array(size)
@@ -191,35 +409,39 @@ export const cpu: Backend = {
   },
   concat(xs, outer, sizes, inner, outDtype) {
     const total = sizes.reduce((p, s) => p + s, 0);
-    const out = computeArray(outDtype, outer * total * inner);
+    const n = outer * total * inner;
+    // Same dtype everywhere: move raw storage; else widen and round once.
+    const raw = xs.every((x) => x.dtype === outDtype);
+    const h = raw ? newBuffer(outDtype, n) : undefined;
+    const out = h ? viewOf(h, outDtype, n) : computeArray(outDtype, n);
     let col = 0;
     xs.forEach((x, i) => {
-      const src = values(x);
+      const src = raw ? storageOf(x) : values(x);
       const w = sizes[i] * inner;
       for (let o = 0; o < outer; o++) {
         out.set(src.subarray(o * w, (o + 1) * w) as never, o * total * inner + col);
       }
       col += w;
     });
-    return store(outDtype, out);
+    return h ?? store(outDtype, out as Num);
   },
-  gather(x, idx, outer, axis, inner) {
-    const src = values(x);
-    const ix = values(idx);
+  gather(x, idx, outer, axis, inner, check = { op: "take", wrap: true }) {
     const nIdx = idx.size;
-    const out = new (src.constructor as { new (n: number): Num })(outer * nIdx * inner);
+    const n = outer * nIdx * inner;
+    const h = newBuffer(x.dtype, n);
+    const out = viewOf(h, x.dtype, n);
+    const src = storageOf(x); // raw storage: a gather moves bits
+    const ix = values(idx);
     for (let o = 0; o < outer; o++) {
       for (let j = 0; j < nIdx; j++) {
         let k = ix[j];
-        if (k < 0) k += axis;
-        if (!(k >= 0 && k < axis)) {
-          throw new Error(`take: index ${ix[j]} is out of range for an axis of size ${axis}`);
-        }
+        if (k < 0 && check.wrap) k += axis;
+        if (!(k >= 0 && k < axis)) throw new Error(indexErrorMessage(check.op, ix[j], axis));
         const from = (o * axis + k) * inner;
         out.set(src.subarray(from, from + inner) as never, (o * nIdx + j) * inner);
       }
     }
-    return store(x.dtype, out);
+    return h;
   },
   scatterAdd(base, idx, upd, outer, axis, inner) {
     // As the WebGPU kernel: f32 and narrower floats accumulate in f32, one addition per index
@@ -251,17 +473,34 @@ export const cpu: Backend = {
   },
   random(key: Key, size: number, dtype: DType, dist: RandomKind) {
     if (dist.kind === "bernoulli") {
-      const bits = new Uint8Array(size);
+      if (dtype === "bool" || dtype === "u8") {
+        const h = newBuffer(dtype, size);
+        fillBernoulli(key, dist.p, viewOf(h, dtype, size) as Uint8Array);
+        return h;
+      }
+      const out = computeArray(dtype, size);
+      const bits = scratch(Uint8Array, size);
       fillBernoulli(key, dist.p, bits);
-      return store(dtype, dtype === "bool" || dtype === "u8" ? bits : Float32Array.from(bits));
+      for (let i = 0; i < size; i++) out[i] = bits[i];
+      return store(dtype, out);
     }
-    const out = dtype === "f64" ? new Float64Array(size) : new Float32Array(size);
+    // f64 fills f64, every other dtype an f32 array (as before), then rounds once.
+    const direct = dtype === "f64" || dtype === "f32";
+    const h = direct ? newBuffer(dtype, size) : undefined;
+    const out = h
+      ? viewOf(h, dtype, size) as Float32Array | Float64Array
+      : scratch(Float32Array, size);
     if (dist.kind === "uniform") fillUniform(key, out, dist.lo, dist.hi);
     else fillNormal(key, out);
-    return store(dtype, out);
+    return h ?? store(dtype, out);
   },
-  quantize: (x, absmax, map, blockSize, signGuard) =>
-    quantizeKernel(values(x), values(absmax), values(map), blockSize, signGuard, x.size),
+  quantize(x, absmax, map, blockSize, signGuard) {
+    const h = newBuffer("u8", x.size);
+    const out = viewOf(h, "u8", x.size) as Uint8Array;
+    const y = scratch(Float32Array, x.size);
+    quantizeKernel(values(x), values(absmax), values(map), blockSize, signGuard, x.size, out, y);
+    return h;
+  },
   dequantize(codes, absmax, map, blockSize, outDtype) {
     const out = computeArray(outDtype, codes.size) as Float32Array | Float64Array;
     dequantizeKernel(values(codes), values(absmax), values(map), blockSize, out);
@@ -271,4 +510,12 @@ export const cpu: Backend = {
     const srcs = inputs.map((v) => isScalarView(v) ? values(v)[v.offset] : materialize(v));
     return runFused(k, srcs).map((o, j) => store(k.ops[k.outputs[j]].dtype, o));
   },
-};
+});
+
+/** The CPU's out-of-range message (the WebGPU backend's flag gives the same first sentence). */
+function indexErrorMessage(op: string, index: number, size: number): string {
+  return op === "oneHot"
+    ? `oneHot: label ${index} is out of range for depth ${size}; labels must be in [0, ${size}) ` +
+      "(for masked rows pass crossEntropy's ignoreIndex)"
+    : `${op}: index ${index} is out of range for an axis of size ${size}`;
+}

@@ -10,7 +10,8 @@
  * index of the `map` entry nearest to `clamp(x / absmax, −1, 1)` computed in f32, ties to the
  * lower index; 0 for a block whose absmax is 0 (or not a number) and for NaN ratios. With
  * `signGuard`, a negative x never gets a code ≥ 0 and a positive x never a negative one: the
- * code moves one step toward x's sign (bitsandbytes' guard for momentum).
+ * code moves one step toward x's sign (bitsandbytes' guard for momentum). The codes go to `out`
+ * (default a new array) and `y` (default a new array) holds the scaled values.
  *
  * @example
  * ```ts
@@ -24,12 +25,17 @@ export function quantizeKernel(
   blockSize: number,
   signGuard: boolean,
   n: number,
+  out: Uint8Array = new Uint8Array(n),
+  y: Float32Array = new Float32Array(n),
 ): Uint8Array {
+  if (out.length !== n || y.length !== n) {
+    throw new RangeError(
+      `quantizeKernel: out and y need ${n} elements, got ${out.length}, ${y.length}`,
+    );
+  }
   const mids = new Float32Array(255);
   for (let i = 0; i < 255; i++) mids[i] = (map[i] + map[i + 1]) / 2;
-  const y = new Float32Array(n);
   scaleBlocks(x, absmax, blockSize, y);
-  const out = new Uint8Array(n);
   nearest(mids, y, out);
   if (signGuard) guardSigns(x, map, out);
   return out;
@@ -46,7 +52,10 @@ function scaleBlocks(
   for (let b = 0, start = 0; start < n; b++, start += blockSize) {
     const a = absmax[b];
     const end = Math.min(n, start + blockSize);
-    if (!(a > 0)) continue; // y stays 0
+    if (!(a > 0)) {
+      y.fill(0, start, end); // y may be a reused array
+      continue;
+    }
     for (let i = start; i < end; i++) y[i] = x[i] / a;
   }
   for (let i = 0; i < n; i++) {
