@@ -18,10 +18,17 @@
  *
  * adam8bit (seed 0 / 1): 92.90 / 94.55 under "32-true", 92.90 / 94.65 under "bf16-mixed".
  *
- * Every preset must land within 0.3 points of "32-true" at seed 0 (the run is deterministic),
- * except "bf16-true", with a wider, measured margin of 1.0 point: params and Adam moments
- * stored in bf16 lose small updates to rounding, 0.2–0.6 points lower at every seed. "16-true"
- * (f16 storage, Adam's eps raised to 1e-4 as Lightning advises) is 0.0–0.3 points lower.
+ * The target is issue 5's (and issue 6's for adam8bit): every preset, and adam8bit, within 0.3
+ * points of "32-true" (of adam) at the same seed. 0.3 points of the 2,000 test digits is 6 digits;
+ * the tests compare whole digits, with no tolerance added. The margins come from that target, not
+ * from the measurements above: "16-true" (f16 storage, Adam's eps raised to 1e-4 as Lightning
+ * advises) is 0.0–0.3 points lower, so at seed 0 it sits exactly on the target (6 digits short).
+ *
+ * A preset that misses the target is a known gap, listed in KNOWN_GAPS with its measured number
+ * and the reason; its test checks that the gap is real (so the note stays true) and bounded by a
+ * regression guard, which is not a target. "bf16-true" is one: params and Adam moments stored in
+ * bf16 lose small updates to rounding, 0.2–0.6 points lower at every seed (0.6 at seed 0).
+ * Closing it needs stochastic rounding of the bf16 params, which nbit does not implement.
  */
 import assert from "node:assert/strict";
 import { loadMnist } from "../examples/data/mnist.ts";
@@ -44,9 +51,17 @@ const SMALL = {
 };
 /** 32-true reaches 93.05% here; the floor leaves half a point. */
 const FLOOR = 0.925;
-/** Allowed shortfall against "32-true", in points of accuracy. */
-const MARGIN: Record<string, number> = { "bf16-true": 1.0 };
-const DEFAULT_MARGIN = 0.3;
+/** The target: within 0.3 points of the reference, in whole test digits (6 of 2,000). */
+const TARGET_POINTS = 0.3;
+const TARGET_DIGITS = Math.round((TARGET_POINTS / 100) * SMALL.test);
+/** Presets that miss the target: the gap measured at seed 0, and a guard against it growing. */
+const KNOWN_GAPS: Record<string, { measuredPoints: number; guardPoints: number; why: string }> = {
+  "bf16-true": {
+    measuredPoints: 0.6,
+    guardPoints: 1.0,
+    why: "bf16 params and Adam moments lose small updates (no stochastic rounding)",
+  },
+};
 
 const data = loadMnist({ seed: SMALL.seed, train: SMALL.train, test: SMALL.test });
 const results = new Map<string, Promise<MnistResult>>();
@@ -74,27 +89,42 @@ Deno.test(`32-true reaches ${100 * FLOOR}% (784-128-10, 2 epochs) and frees ever
   assert.equal(memory().bytes, before.bytes);
 });
 
+/** How many more test digits `ref` gets right than `r` (negative: `r` is better). */
+const shortBy = (ref: MnistResult, r: MnistResult) => right(ref) - right(r);
+const report = (name: string, ref: MnistResult, r: MnistResult) =>
+  `${name}: ${points(right(r))}% vs ${points(right(ref))}% ` +
+  `(${shortBy(ref, r)} digits = ${points(shortBy(ref, r))} points short; ` +
+  `target ≤ ${TARGET_DIGITS} digits)`;
+
 for (const preset of CANONICAL_PRESETS.filter((p) => p !== "32-true")) {
-  const margin = MARGIN[preset] ?? DEFAULT_MARGIN;
-  Deno.test(`${preset} is within ${margin} points of 32-true`, async () => {
+  const gap = KNOWN_GAPS[preset];
+  const name = gap
+    ? `${preset}: known gap, misses the ${TARGET_POINTS}-point target (${gap.measuredPoints} ` +
+      `measured; guard ${gap.guardPoints})`
+    : `${preset} is within ${TARGET_POINTS} points (${TARGET_DIGITS} digits) of 32-true`;
+  Deno.test(name, async () => {
     const [ref, r] = [await run("32-true"), await run(preset)];
-    const short = points(right(ref) - right(r));
-    assert.ok(
-      short <= margin + 1e-9,
-      `${preset}: ${points(right(r))}% vs 32-true ${points(right(ref))}% (${short} points short)`,
-    );
+    const msg = report(preset, ref, r);
+    console.log(msg);
     assert.ok(Number.isFinite(r.finalLoss));
+    if (!gap) {
+      assert.ok(shortBy(ref, r) <= TARGET_DIGITS, msg);
+      return;
+    }
+    assert.ok(
+      shortBy(ref, r) > TARGET_DIGITS,
+      `${msg}: ${preset} now meets the target; remove it from KNOWN_GAPS`,
+    );
+    assert.ok(points(shortBy(ref, r)) <= gap.guardPoints, `${msg}: the known gap grew`);
   });
 }
 
 for (const preset of ["32-true", "bf16-mixed"]) {
-  Deno.test(`adam8bit is within 0.3 points of adam under ${preset}, in half the state`, async () => {
+  Deno.test(`adam8bit is within ${TARGET_POINTS} points of adam under ${preset}, in half the state`, async () => {
     const [adam, a8] = [await run(preset), await run(preset, "adam8bit")];
-    const short = points(right(adam) - right(a8));
-    assert.ok(
-      short <= 0.3 + 1e-9,
-      `adam8bit ${points(right(a8))}% vs adam ${points(right(adam))}%`,
-    );
+    const msg = report(`adam8bit under ${preset}`, adam, a8);
+    console.log(msg);
+    assert.ok(shortBy(adam, a8) <= TARGET_DIGITS, msg);
     // f32 params (4 bytes) + two 8-bit moments with block absmax, vs 4 + 8 for adam.
     assert.ok(a8.bytesPerParam < 6.5, `adam8bit: ${a8.bytesPerParam} bytes/param`);
     assert.ok(a8.optimizerStateBytes < adam.optimizerStateBytes / 3);
