@@ -55,6 +55,11 @@ export interface ObjectiveOut {
   readonly value?: Tensor;
   /** Anything else the loss function returned (not differentiated). */
   readonly aux?: unknown;
+  /**
+   * Values plugins hand from their objective to their update in the same step, by plugin name
+   * (not differentiated; e.g. fp8's observed amaxes). Plain data flow: never closure state.
+   */
+  readonly extras?: Readonly<Record<string, unknown>>;
 }
 
 /** The objective part: runs inside differentiation. */
@@ -72,6 +77,8 @@ export interface GradientOut {
   readonly loss: Tensor;
   /** The loss function's aux output. */
   readonly aux?: unknown;
+  /** The objective's `extras`, passed on to the update. */
+  readonly extras?: Readonly<Record<string, unknown>>;
 }
 
 /** The update part's result. */
@@ -80,6 +87,11 @@ export interface UpdateOut {
   readonly state: TrainState;
   /** Metrics added by the update (e.g. `scale`, `skipped`). */
   readonly metrics: Metrics;
+  /**
+   * The gradients the innermost update (the optimizer) consumed, after every transformation
+   * the plugins between made (unscaling, clipping): what `gradScale` checks for finiteness.
+   */
+  readonly consumed?: unknown;
 }
 
 /** The wrappable parts of a step (see the module docs for the contract). */
@@ -90,8 +102,12 @@ export interface StepParts<B = unknown> {
   readonly objective: Objective<B>;
   /** Differentiate an objective w.r.t. `state.params`. */
   readonly gradient: (objective: Objective<B>, state: TrainState, batch: B) => GradientOut;
-  /** Apply gradients to the state. */
-  readonly update: (state: TrainState, grads: unknown) => UpdateOut;
+  /** Apply gradients to the state (`extras`: the objective's, from the gradient part). */
+  readonly update: (
+    state: TrainState,
+    grads: unknown,
+    extras?: Readonly<Record<string, unknown>>,
+  ) => UpdateOut;
 }
 
 /** A pure train step with its parts. */
@@ -138,7 +154,7 @@ export function runParts<B>(
   batch: B,
 ): [TrainState, Metrics] {
   const g = parts.gradient(parts.objective, state, batch);
-  const u = parts.update(state, g.grads);
+  const u = parts.update(state, g.grads, g.extras);
   return [u.state, { loss: g.loss, ...u.metrics }];
 }
 
@@ -168,14 +184,17 @@ export function trainStep<P, B>(
     gradient: (objective, state, batch) => {
       const f = (p: unknown) => {
         const o = objective(p, batch, state);
-        return [o.value ?? o.loss, { loss: o.loss, aux: o.aux }] as [Tensor, ObjectiveOut];
+        return [o.value ?? o.loss, { loss: o.loss, aux: o.aux, extras: o.extras }] as [
+          Tensor,
+          ObjectiveOut,
+        ];
       };
       const [[, out], grads] = valueAndGrad(f, { hasAux: true })(state.params);
-      return { grads, loss: out.loss, aux: out.aux };
+      return { grads, loss: out.loss, aux: out.aux, extras: out.extras };
     },
     update: (state, grads) => {
       const [params, opt] = optimizer.update(grads, state.opt, state.params);
-      return { state: { ...state, params, opt }, metrics: {} };
+      return { state: { ...state, params, opt }, metrics: {}, consumed: grads };
     },
   });
 }

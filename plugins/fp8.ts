@@ -338,8 +338,6 @@ export function updateFp8Scale(
 
 /** The amaxes a step observed, by `slot · 3 + role`; the tensors are owned by the record. */
 interface Observed {
-  /** The fp8 state the objective read (a later objective on another state starts afresh). */
-  readonly owner: Fp8State;
   readonly amax: (Tensor | undefined)[];
 }
 
@@ -420,27 +418,12 @@ function withFp8<T>(g: Gemms, body: () => T): T {
 // ---------------------------------------------------------------------------------------------
 // The plugin
 
-/** The hooks of one wrapped step, with its own hand-off record. */
+/**
+ * The hooks of the plugin. The objective makes a fresh record of observed amaxes, which the
+ * backward pass of the same differentiation completes; it reaches the update as data, through
+ * `ObjectiveOut.extras` (no closure state: each step call is independent, and `jit` traces it).
+ */
 function fp8Hooks(config: Config): PluginHooks {
-  let pending: Observed | undefined;
-  const open = (owner: Fp8State): Observed => {
-    if (pending?.owner !== owner) {
-      release(pending);
-      pending = { owner, amax: [] };
-    }
-    return pending;
-  };
-  const take = (): Observed => {
-    const obs = pending;
-    pending = undefined;
-    if (!obs) {
-      throw new Error(
-        "fp8: the update ran without this step's objective; fp8 records its amaxes while the " +
-          "objective runs, so call the step (or its gradient part) before its update",
-      );
-    }
-    return obs;
-  };
   return {
     init: (state: TrainState): Fp8State => {
       const { amaxHistoryLen, maxGemms, ...rest } = config;
@@ -453,19 +436,26 @@ function fp8Hooks(config: Config): PluginHooks {
     },
     objective: (params, batch, state, next) => {
       const s = pluginState<Fp8State>(state, FP8);
-      const g: Gemms = { state: s, obs: open(s), dtypes: roleDtypes(s.format), next: 0 };
+      const obs: Observed = { amax: [] };
+      const g: Gemms = { state: s, obs, dtypes: roleDtypes(s.format), next: 0 };
       try {
-        return withFp8(g, () => next(params, batch, state));
+        const out = withFp8(g, () => next(params, batch, state));
+        return { ...out, extras: { ...out.extras, [FP8]: obs } };
       } catch (e) {
-        release(pending);
-        pending = undefined;
+        release(obs);
         throw e;
       }
     },
-    update: (state, grads, next) => {
+    update: (state, grads, next, extras) => {
       // The config stored in the state wins (a restored checkpoint keeps its own).
       const s = pluginState<Fp8State>(state, FP8);
-      const obs = take();
+      const obs = extras[FP8] as Observed | undefined;
+      if (!obs) {
+        throw new Error(
+          "fp8: the update ran without this step's objective; fp8 records its amaxes while the " +
+            "objective runs, so call the step (or its gradient part) before its update",
+        );
+      }
       try {
         const out = next(state, grads);
         const maxes = roleDtypes(s.format).map((d) => finfo(d).max); // per role

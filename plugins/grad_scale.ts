@@ -39,7 +39,7 @@ import {
   where,
 } from "../lib/ops/mod.ts";
 import type { TrainState, Transformer } from "../lib/train.ts";
-import { definePlugin, pluginState, selectTree, traceGrads, withPluginState } from "./plugin.ts";
+import { definePlugin, pluginState, selectTree, withPluginState } from "./plugin.ts";
 
 /** Options of a dynamic {@linkcode gradScale} (torch's defaults). */
 export interface GradScaleOptions {
@@ -231,8 +231,8 @@ export function gradScale(opts: GradScaleOptions | StaticScale = {}): Transforme
       // f32 division 1/s rounds once, which equals torch's f32(1/f64(s)) (see docs/plugins.md).
       const inv = div(1, s.scale);
       const unscaled = map((g) => unscale(g, inv), grads);
-      const [out, consumed] = traceGrads(() => next(state, unscaled));
-      const checked = leaves(consumed ?? unscaled);
+      const out = next(state, unscaled);
+      const checked = leaves(out.consumed ?? unscaled);
       const finite = checked.length
         ? allFinite(...checked)
         : full([], 1, { dtype: "bool", device: s.scale.device });

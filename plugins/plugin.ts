@@ -8,8 +8,11 @@
  * - `init(state)`: this plugin's initial state, stored under `state.plugins[name]`.
  * - `objective(params, batch, state, next)`: wraps the forward pass and loss (it runs inside
  *   differentiation); return `{ loss, value?, aux? }`, where `value` is what gets differentiated.
- * - `update(state, grads, next)`: sees the gradients before the inner update (and the optimizer)
- *   and its result after; call `next(state, grads)` exactly once.
+ * - `update(state, grads, next, extras)`: sees the gradients before the inner update (and the
+ *   optimizer) and its result after; call `next(state, grads)` exactly once. The result's
+ *   `consumed` holds the gradients the optimizer was given. `extras` holds what objectives
+ *   returned in `ObjectiveOut.extras` this step (a plugin's objective hands data to its update
+ *   this way, never through closure state, so a step stays pure under `jit`).
  *
  * @example
  * ```ts
@@ -53,11 +56,13 @@ export interface PluginHooks {
     next: Objective<unknown>,
   ) => ObjectiveOut;
   /** Wrap the update: call `next(state, grads)` once and return (or adjust) its result. */
-  update?: (state: TrainState, grads: unknown, next: NextUpdate) => UpdateOut;
+  update?: (
+    state: TrainState,
+    grads: unknown,
+    next: NextUpdate,
+    extras: Readonly<Record<string, unknown>>,
+  ) => UpdateOut;
 }
-
-/** Open {@linkcode traceGrads} scopes; each records the gradients last handed down. */
-const traces: { grads: unknown }[] = [];
 
 /**
  * Make a step transformer named `name` from hooks. A plugin with an `init` hook keeps its state
@@ -81,10 +86,7 @@ export function definePlugin(name: string, hooks: PluginHooks): Transformer {
   }
   return <B>(step: Step<B>): Step<B> => {
     const inner = step.parts;
-    const next: NextUpdate = (state, grads) => {
-      for (const t of traces) t.grads = grads;
-      return inner.update(state, grads);
-    };
+
     const { params, init, objective, update } = hooks;
     return makeStep<B>({
       init: (p) => {
@@ -102,15 +104,24 @@ export function definePlugin(name: string, hooks: PluginHooks): Transformer {
         ? (p, batch, state) => objective(p, batch, state, inner.objective as Objective<unknown>)
         : inner.objective,
       gradient: inner.gradient,
-      update: update ? (state, grads) => update(state, grads, next) : inner.update,
+      update: update
+        ? (state, grads, extras) => {
+          let innerOut: UpdateOut | undefined;
+          const next: NextUpdate = (s, g) => (innerOut = inner.update(s, g, extras));
+          const out = update(state, grads, next, extras ?? {});
+          // Keep what the optimizer consumed visible to outer plugins.
+          return out.consumed === undefined && innerOut?.consumed !== undefined
+            ? { ...out, consumed: innerOut.consumed }
+            : out;
+        }
+        : inner.update,
     });
   };
 }
 
 /**
- * Run `fn` (which calls an update's `next`) and return its result with the gradients that were
- * last handed down by any {@linkcode definePlugin} plugin inside it: the ones the innermost
- * update (the optimizer) consumed. `undefined` when none were handed down.
+ * Run `fn` (which calls an update's `next`) and return its result with the gradients the
+ * innermost update (the optimizer) consumed: the result's `consumed` field, plain data.
  *
  * @example
  * ```ts
@@ -118,15 +129,9 @@ export function definePlugin(name: string, hooks: PluginHooks): Transformer {
  * const finite = allFinite(...tree.leaves(consumed));
  * ```
  */
-export function traceGrads<T>(fn: () => T): [T, unknown] {
-  const slot = { grads: undefined as unknown };
-  traces.push(slot);
-  try {
-    const result = fn();
-    return [result, slot.grads];
-  } finally {
-    traces.splice(traces.lastIndexOf(slot), 1);
-  }
+export function traceGrads(fn: () => UpdateOut): [UpdateOut, unknown] {
+  const result = fn();
+  return [result, result.consumed];
 }
 
 /**

@@ -210,8 +210,8 @@ Deno.test("fp8: the cotangent is fake-quantized in e5m2 (hybrid) or e4m3, with i
   for (const format of ["hybrid", "e4m3"] as const) {
     const step = pipe(trainStep({ loss: tiny, optimizer: sgd({ lr: 0 }) }), fp8({ format }));
     const gradW = (state: TrainState) => {
-      const { grads } = step.parts.gradient(step.parts.objective, state, { x, c });
-      const next = step.parts.update(state, grads).state; // consumes this step's amaxes
+      const { grads, extras } = step.parts.gradient(step.parts.objective, state, { x, c });
+      const next = step.parts.update(state, grads, extras).state; // consumes this step's amaxes
       return { w: (grads as { w: Tensor }).w, next };
     };
     const first = gradW(step.init({ w: tensor([[1, 0], [0, 1]]) }));
@@ -239,11 +239,11 @@ Deno.test("fp8: only the two operands of matmul-tagged ops change; a bias does n
   const step = pipe(trainStep({ loss, optimizer: sgd({ lr: 0 }) }), fp8());
   const state = step.init(p);
   const seen: { name: string; inputs: Promise<number[]>[] }[] = [];
-  const { grads } = intercept((call, xs, next) => {
+  const { grads, extras } = intercept((call, xs, next) => {
     seen.push({ name: call.op.name, inputs: xs.map(valuesOf) });
     return next(xs);
   }, () => step.parts.gradient(step.parts.objective, state, batch));
-  step.parts.update(state, grads);
+  step.parts.update(state, grads, extras);
   const linears = seen.filter((s) => s.name === "linear");
   assert.equal(linears.length, 2);
   for (const l of linears) {
