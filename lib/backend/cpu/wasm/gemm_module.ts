@@ -303,35 +303,44 @@ function kernel(fma: boolean): Func {
     }
     return out;
   };
-  const step: Code[] = [
-    I.get(b),
-    V.load(0),
-    I.set(b0),
-    I.get(b),
-    V.load(16),
-    I.set(b1),
-  ];
-  for (let r = 0; r < MR; r++) {
-    step.push(I.get(a), V.load32Splat(4 * r), I.set(sp));
-    for (const [h, bv] of [[0, b0], [1, b1]]) {
-      step.push(
-        fma
-          ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
-          : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
-        I.set(acc(r, h)),
-      );
+  /** One k step reading panel offsets `u` steps ahead of the pointers. */
+  const step = (u: number): Code => {
+    const out: Code[] = [
+      I.get(b),
+      V.load(32 * u),
+      I.set(b0),
+      I.get(b),
+      V.load(32 * u + 16),
+      I.set(b1),
+    ];
+    for (let r = 0; r < MR; r++) {
+      out.push(I.get(a), V.load32Splat(24 * u + 4 * r), I.set(sp));
+      for (const [h, bv] of [[0, b0], [1, b1]]) {
+        out.push(
+          fma
+            ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
+            : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
+          I.set(acc(r, h)),
+        );
+      }
     }
-  }
-  step.push(
+    return out;
+  };
+  const advance = (u: number): Code => [
     I.get(a),
-    I.i32(4 * MR),
+    I.i32(4 * MR * u),
     I.add,
     I.set(a),
     I.get(b),
-    I.i32(4 * NR),
+    I.i32(4 * NR * u),
     I.add,
     I.set(b),
-  );
+    I.get(kc),
+    I.i32(u),
+    I.sub,
+    I.set(kc),
+  ];
+  const UNROLL = 4;
   return {
     name: "kern",
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
@@ -347,7 +356,11 @@ function kernel(fma: boolean): Func {
         V.load(16),
         I.set(acc(r, 1)),
       ])),
-      I.loop(step, I.get(kc), I.i32(1), I.sub, I.tee(kc), I.brIf(0)),
+      whileLoop([I.get(kc), I.i32(UNROLL - 1), I.gtS], [
+        [...Array(UNROLL).keys()].map(step),
+        advance(UNROLL),
+      ]),
+      whileLoop([I.get(kc), I.i32(0), I.gtS], [step(0), advance(1)]),
       rowsDo((r) => [
         I.get(row),
         I.get(acc(r, 0)),

@@ -1,6 +1,6 @@
 /**
- * The WebAssembly matmul: operands copied into one shared memory (zero copy where they already
- * live there), packed by the kernel module, multiplied with f32 accumulation, split across the
+ * The WebAssembly matmul, in place on the CPU heap (one `WebAssembly.Memory`, shared when
+ * `SharedArrayBuffer` exists): operands packed by the kernel module, multiplied with f32 accumulation, split across the
  * pool by batches, output columns (when n > m) or output rows, never along k, so results are
  * bitwise the same for any thread count. The f32 accumulator is rounded once to the output
  * dtype; where it lands exactly on a rounding tie of f16/bf16 (so that rounding it would round
@@ -15,14 +15,13 @@
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
-import type { DType, Storage } from "../../../dtype.ts";
-import { encode } from "../../../dtype.ts";
+import { type DType, encode, encodeInto } from "../../../dtype.ts";
+import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled, wasmFeatures } from "./features.ts";
 import { P } from "./region.ts";
 import { defaultThreads, Pool } from "./pool.ts";
 
-const PAGE = 65536;
 const MAX_PAGES = 65536;
 const KC = 512, NC = 1024, MC = 48;
 const PACK_A = Math.ceil(MC / MR) * MR * KC * 4;
@@ -36,31 +35,24 @@ interface State {
   memory: WebAssembly.Memory;
   pool: Pool;
   fma: boolean;
-  /** First byte after the per-thread packing buffers. */
-  scratch: number;
+  /** Per-thread packing buffers (heap blocks, kept for the pool's lifetime). */
+  packs: number;
 }
 
 let state: State | undefined;
 let threadsWanted: number | undefined;
 
-function align(x: number): number {
-  return Math.ceil(x / 64) * 64;
-}
-
 function init(): State {
-  const { shared } = wasmFeatures();
+  const memory = heapMemory();
+  const shared = typeof SharedArrayBuffer === "function" &&
+    memory.buffer instanceof SharedArrayBuffer;
   const fma = useRelaxedFma();
   const threads = shared ? threadsWanted ?? defaultThreads() : 1;
-  const scratch = align(threads * PER_THREAD);
-  const memory = new WebAssembly.Memory({
-    initial: Math.ceil(scratch / PAGE) + 1,
-    maximum: MAX_PAGES,
-    shared,
-  } as WebAssembly.MemoryDescriptor);
+  const packs = alloc(threads * PER_THREAD);
   const bytes = gemmModuleBytes(fma, shared, MAX_PAGES);
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
-  return { memory, pool: new Pool(threads, memory, bytes, ex), fma, scratch };
+  return { memory, pool: new Pool(threads, memory, bytes, ex), fma, packs };
 }
 
 /**
@@ -77,7 +69,9 @@ export function setCpuThreads(threads: number): void {
 
 /** Terminate the CPU worker pool (a later matmul starts a new one). */
 export function closeCpuThreads(): void {
-  state?.pool.close();
+  if (!state) return;
+  state.pool.close();
+  release(state.packs, state.pool.threads * PER_THREAD);
   state = undefined;
 }
 
@@ -102,29 +96,6 @@ function batchOffset(b: number, shape: readonly number[], strides: readonly numb
   return off;
 }
 
-/** Ensure the memory holds `bytes`; returns the (possibly new) buffer. */
-function reserve(s: State, bytes: number): ArrayBufferLike {
-  const have = s.memory.buffer.byteLength;
-  if (bytes > have) {
-    const pages = Math.ceil((bytes - have) / PAGE);
-    if (have / PAGE + pages > MAX_PAGES) {
-      throw new RangeError(
-        `matmul: operands need ${bytes} bytes of kernel memory, more than the 4 GiB WebAssembly ` +
-          `allows; split the product into smaller batches`,
-      );
-    }
-    s.memory.grow(pages);
-  }
-  return s.memory.buffer;
-}
-
-/** Byte address of `x` in the memory: zero copy if it lives there, else copied to `at`. */
-function place(x: Storage, buf: ArrayBufferLike, at: number): number {
-  if (x.buffer === buf) return x.byteOffset;
-  new Uint8Array(buf, at, x.byteLength).set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
-  return at;
-}
-
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
 
@@ -140,90 +111,112 @@ function isTie(d: DType, u: number): boolean {
   return (full & mask) === 2 ** (drop - 1);
 }
 
+/** Round the f32 accumulators at `c` once into the f16/bf16 block at `to`. */
 function narrow(
   d: DType,
-  f: Float32Array,
+  c: number,
+  to: number,
+  total: number,
   g: MatmulGeometry,
   dot: Dot,
-): Storage {
-  const out = encode(d, f) as Uint16Array;
-  const u = new Uint32Array(f.buffer, f.byteOffset, f.length);
+  memory: WebAssembly.Memory,
+): void {
+  const buf = memory.buffer;
+  const out = new Uint16Array(buf, to, total);
+  encodeInto(d, new Float32Array(buf, c, total), out);
+  const u = new Uint32Array(buf, c, total);
   const mn = g.m * g.n;
   for (let x = 0; x < u.length; x++) {
     if (!isTie(d, u[x])) continue;
     const bt = Math.floor(x / mn), r = x - bt * mn, i = Math.floor(r / g.n);
     out[x] = (encode(d, [dot(bt, i, r - i * g.n)]) as Uint16Array)[0];
   }
-  return out;
+}
+
+/** Whether {@link wasmMatmul} runs this product (else the TypeScript kernel does). */
+export function wasmMatmulApplies(aType: DType, bType: DType, outType: DType): boolean {
+  return ELEMS[aType] !== undefined && ELEMS[bType] !== undefined &&
+    ELEMS[outType] !== undefined && wasmEnabled();
 }
 
 /**
- * `a @ b` on the WebAssembly path, or undefined where it does not apply (WebAssembly disabled
- * or missing, an operand or the output not f32/f16/bf16). `operandValues` gives the operands'
- * values (read only for tie resolution).
+ * `out = a @ b` in place on the CPU heap: `a`, `b` and `out` are byte addresses of heap blocks
+ * (`out` holds `batch·m·n` elements of `outType`). Only for dtypes where
+ * {@link wasmMatmulApplies}. `operandValues` gives the operands' values, read only to resolve
+ * rounding ties of narrow outputs.
  */
 export function wasmMatmul(
-  a: Storage,
+  a: number,
   aType: DType,
-  b: Storage,
+  b: number,
   bType: DType,
   g: MatmulGeometry,
   outType: DType,
+  out: number,
   operandValues: () => readonly [ArrayLike<number>, ArrayLike<number>],
-): Storage | undefined {
+): void {
   const ae = ELEMS[aType], be = ELEMS[bType];
-  if (ae === undefined || be === undefined || ELEMS[outType] === undefined || !wasmEnabled()) {
-    return undefined;
+  if (ae === undefined || be === undefined || ELEMS[outType] === undefined) {
+    throw new TypeError(`matmul: no WebAssembly kernel for ${aType} @ ${bType} → ${outType}`);
   }
   const { m, k, n, batch } = g;
   const total = batch * m * n;
-  if (total === 0 || k === 0) return encode(outType, new Float32Array(total));
+  if (total === 0) return;
   const s = state ??= init();
-  const aAt = s.scratch, bAt = align(aAt + a.byteLength), cAt = align(bAt + b.byteLength);
-  const tAt = align(cAt + total * 4), end = tAt + batch * 12;
-  const buf = reserve(s, end);
-  const ap = place(a, buf, aAt), bp = place(b, buf, bAt);
-  const sa = aType === "f32" ? 4 : 2, sb = bType === "f32" ? 4 : 2;
-  const table = new Uint32Array(buf, tAt, batch * 3);
-  for (let bt = 0; bt < batch; bt++) {
-    table[3 * bt] = ap + batchOffset(bt, g.batchShape, g.aBatchStride) * sa;
-    table[3 * bt + 1] = bp + batchOffset(bt, g.batchShape, g.bBatchStride) * sb;
-    table[3 * bt + 2] = cAt + bt * m * n * 4;
-  }
-  const flops = 2 * total * k;
-  const parts = flops < SPLIT_FLOPS ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
-  // Split batches, else columns (n > m: each thread packs only its own B), else rows.
-  const axis = batch >= parts ? 0 : n > m ? 2 : 1;
-  const len = axis === 0 ? batch : axis === 2 ? n : m;
-  const unit = axis === 0 ? 1 : axis === 2 ? NR : MR;
-  const units = Math.ceil(len / unit);
-  const used = Math.min(parts, units);
-  s.pool.run(used, (J, o, part) => {
-    const lo = Math.min(len, Math.round((units * part) / used) * unit);
-    const hi = Math.min(len, Math.round((units * (part + 1)) / used) * unit);
-    J[o + P.m] = m, J[o + P.k] = k, J[o + P.n] = n;
-    J[o + P.transA] = g.transA ? 1 : 0, J[o + P.transB] = g.transB ? 1 : 0;
-    J[o + P.aElem] = ae, J[o + P.bElem] = be, J[o + P.table] = tAt;
-    J[o + P.b0] = axis === 0 ? lo : 0, J[o + P.b1] = axis === 0 ? hi : batch;
-    J[o + P.i0] = axis === 1 ? lo : 0, J[o + P.i1] = axis === 1 ? hi : m;
-    J[o + P.j0] = axis === 2 ? lo : 0, J[o + P.j1] = axis === 2 ? hi : n;
-    const t = part * PER_THREAD;
-    J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
-  });
-  const c = new Float32Array(s.memory.buffer, cAt, total);
-  if (outType === "f32") return c.slice();
-  let va: ArrayLike<number> | undefined, vb: ArrayLike<number> = [];
-  const dot: Dot = (bt, i, j) => {
-    if (!va) [va, vb] = operandValues();
-    const ao = batchOffset(bt, g.batchShape, g.aBatchStride);
-    const bo = batchOffset(bt, g.batchShape, g.bBatchStride);
-    let acc = 0;
-    for (let p = 0; p < k; p++) {
-      const x = va[ao + (g.transA ? p * m + i : i * k + p)];
-      const y = vb[bo + (g.transB ? j * k + p : p * n + j)];
-      acc += x * y;
+  const narrowOut = outType !== "f32";
+  const cBytes = narrowOut ? total * 4 : 0;
+  const cAt = narrowOut ? alloc(cBytes) : out;
+  const tBytes = batch * 12;
+  const tAt = alloc(tBytes);
+  try {
+    const buf = s.memory.buffer;
+    if (k === 0) {
+      new Uint8Array(buf, out, total * (narrowOut ? 2 : 4)).fill(0);
+      return;
     }
-    return acc;
-  };
-  return narrow(outType, c, g, dot);
+    const sa = aType === "f32" ? 4 : 2, sb = bType === "f32" ? 4 : 2;
+    const table = new Uint32Array(buf, tAt, batch * 3);
+    for (let bt = 0; bt < batch; bt++) {
+      table[3 * bt] = a + batchOffset(bt, g.batchShape, g.aBatchStride) * sa;
+      table[3 * bt + 1] = b + batchOffset(bt, g.batchShape, g.bBatchStride) * sb;
+      table[3 * bt + 2] = cAt + bt * m * n * 4;
+    }
+    const flops = 2 * total * k;
+    const parts = flops < SPLIT_FLOPS ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
+    // Split batches, else columns (n > m: each thread packs only its own B), else rows.
+    const axis = batch >= parts ? 0 : n > m ? 2 : 1;
+    const len = axis === 0 ? batch : axis === 2 ? n : m;
+    const unit = axis === 0 ? 1 : axis === 2 ? NR : MR;
+    const units = Math.ceil(len / unit);
+    const used = Math.min(parts, units);
+    s.pool.run(used, (J, o, part) => {
+      const lo = Math.min(len, Math.round((units * part) / used) * unit);
+      const hi = Math.min(len, Math.round((units * (part + 1)) / used) * unit);
+      J[o + P.m] = m, J[o + P.k] = k, J[o + P.n] = n;
+      J[o + P.transA] = g.transA ? 1 : 0, J[o + P.transB] = g.transB ? 1 : 0;
+      J[o + P.aElem] = ae, J[o + P.bElem] = be, J[o + P.table] = tAt;
+      J[o + P.b0] = axis === 0 ? lo : 0, J[o + P.b1] = axis === 0 ? hi : batch;
+      J[o + P.i0] = axis === 1 ? lo : 0, J[o + P.i1] = axis === 1 ? hi : m;
+      J[o + P.j0] = axis === 2 ? lo : 0, J[o + P.j1] = axis === 2 ? hi : n;
+      const t = s.packs + part * PER_THREAD;
+      J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
+    });
+    if (!narrowOut) return;
+    let va: ArrayLike<number> | undefined, vb: ArrayLike<number> = [];
+    const dot: Dot = (bt, i, j) => {
+      if (!va) [va, vb] = operandValues();
+      const ao = batchOffset(bt, g.batchShape, g.aBatchStride);
+      const bo = batchOffset(bt, g.batchShape, g.bBatchStride);
+      let acc = 0;
+      for (let p = 0; p < k; p++) {
+        acc += va[ao + (g.transA ? p * m + i : i * k + p)] *
+          vb[bo + (g.transB ? j * k + p : p * n + j)];
+      }
+      return acc;
+    };
+    narrow(outType, cAt, out, total, g, dot, s.memory);
+  } finally {
+    release(tAt, tBytes);
+    if (narrowOut) release(cAt, cBytes);
+  }
 }

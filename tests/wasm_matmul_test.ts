@@ -1,0 +1,273 @@
+/**
+ * The WebAssembly matmul (lib/backend/cpu/wasm) against an f64 oracle: every output within the
+ * f32 accumulation bound |c − S| ≤ k·u·Σ|a||b| (u = 2^−24), narrow outputs rounded once from
+ * the accumulator (ties resolved from the exact sum), all transposes, batch broadcasting,
+ * f16/bf16 operands, edge sizes around the 6×8 tile and the 48/512/1024 blocking; plain SIMD
+ * (NBIT_WASM_FMA=0) equal to sequential f32 mul+add bit for bit; 1 thread ≡ 2 threads; the
+ * TypeScript fallback (NBIT_WASM=0); flat memory; a script that uses the pool exits.
+ */
+import assert from "node:assert/strict";
+import fc from "./fc.ts";
+import type { Arg, Handle, MatmulGeometry } from "../lib/backend/backend.ts";
+import { cpu } from "../lib/backend/cpu/cpu.ts";
+import { decode, type DType, encode, roundTo, type Storage } from "../lib/dtype.ts";
+import { closeCpuThreads, setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
+import * as nb from "../mod.ts";
+import { rng as mulberry32 } from "./rng.ts";
+
+type F = "f32" | "f16" | "bf16";
+
+interface Case {
+  m: number;
+  k: number;
+  n: number;
+  transA: boolean;
+  transB: boolean;
+  aBatch: number[];
+  bBatch: number[];
+  batchShape: number[];
+  at: F;
+  bt: F;
+  ot: F;
+}
+
+function strides(own: readonly number[], matrix: number): number[] {
+  const s = new Array(own.length).fill(0);
+  let acc = matrix;
+  for (let d = own.length - 1; d >= 0; d--) {
+    s[d] = own[d] === 1 ? 0 : acc;
+    acc *= own[d];
+  }
+  return s;
+}
+
+function geometry(c: Case): MatmulGeometry {
+  return {
+    batch: c.batchShape.reduce((x, y) => x * y, 1),
+    m: c.m,
+    k: c.k,
+    n: c.n,
+    batchShape: c.batchShape,
+    aBatchStride: strides(c.aBatch, c.m * c.k),
+    bBatchStride: strides(c.bBatch, c.k * c.n),
+    transA: c.transA,
+    transB: c.transB,
+  };
+}
+
+const arg = (h: Handle, dtype: DType, size: number): Arg => ({ h, dtype, size });
+
+/** Operands of `c` from a generator, rounded to their dtypes. */
+function operands(c: Case, rand: () => number) {
+  const len = (own: number[], mat: number) => own.reduce((x, y) => x * y, 1) * mat;
+  const a = encode(c.at, Array.from({ length: len(c.aBatch, c.m * c.k) }, rand));
+  const b = encode(c.bt, Array.from({ length: len(c.bBatch, c.k * c.n) }, rand));
+  return { a, b };
+}
+
+/** Exact sum S and Σ|a||b| per output, in f64 (products of f32 values are exact in f64). */
+function oracle(c: Case, a: ArrayLike<number>, b: ArrayLike<number>) {
+  const g = geometry(c);
+  const sum: number[] = [], abs: number[] = [];
+  const off = (bt: number, st: readonly number[]) => {
+    let o = 0;
+    for (let d = g.batchShape.length - 1; d >= 0; d--) {
+      o += (bt % g.batchShape[d]) * st[d];
+      bt = Math.floor(bt / g.batchShape[d]);
+    }
+    return o;
+  };
+  for (let bt = 0; bt < g.batch; bt++) {
+    const ao = off(bt, g.aBatchStride), bo = off(bt, g.bBatchStride);
+    for (let i = 0; i < c.m; i++) {
+      for (let j = 0; j < c.n; j++) {
+        let s = 0, t = 0;
+        for (let p = 0; p < c.k; p++) {
+          const x = a[ao + (c.transA ? p * c.m + i : i * c.k + p)];
+          const y = b[bo + (c.transB ? j * c.k + p : p * c.n + j)];
+          s += x * y;
+          t += Math.abs(x * y);
+        }
+        sum.push(s), abs.push(t);
+      }
+    }
+  }
+  return { sum, abs };
+}
+
+/** Assert every output lies in [round(S − γ), round(S + γ)], γ the f32 accumulation bound. */
+function checkBound(c: Case, out: Storage, a: Storage, b: Storage): void {
+  const { sum, abs } = oracle(c, decode(c.at, a), decode(c.bt, b));
+  const got = decode(c.ot, out);
+  const u = 2 ** -24;
+  const gamma = (c.k * u) / (1 - c.k * u);
+  assert.equal(got.length, sum.length);
+  for (let x = 0; x < sum.length; x++) {
+    const err = gamma * abs[x] + c.k * 2 ** -149;
+    const lo = roundTo(c.ot, sum[x] - err), hi = roundTo(c.ot, sum[x] + err);
+    if (!(got[x] >= lo && got[x] <= hi)) {
+      assert.fail(
+        `output ${x}: ${got[x]} not in [${lo}, ${hi}] (S = ${sum[x]}) ${JSON.stringify(c)}`,
+      );
+    }
+  }
+}
+
+/** `a @ b` through the CPU backend (operands uploaded to the heap, everything freed). */
+async function run(c: Case, a: Storage, b: Storage): Promise<Storage> {
+  const ha = cpu.upload(c.at, a), hb = cpu.upload(c.bt, b);
+  const g = geometry(c);
+  const h = cpu.matmul(arg(ha, c.at, a.length), arg(hb, c.bt, b.length), g, c.ot);
+  const out = await cpu.read(arg(h, c.ot, g.batch * c.m * c.n));
+  cpu.free(h, c.ot, g.batch * c.m * c.n),
+    cpu.free(ha, c.at, a.length),
+    cpu.free(hb, c.bt, b.length);
+  return out;
+}
+
+const dtype = fc.constantFrom<F>("f32", "f16", "bf16");
+const caseArb = fc.record({
+  m: fc.integer({ min: 1, max: 20 }),
+  k: fc.integer({ min: 1, max: 40 }),
+  n: fc.integer({ min: 1, max: 20 }),
+  transA: fc.boolean(),
+  transB: fc.boolean(),
+  batchShape: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
+  aOnes: fc.array(fc.boolean(), { minLength: 2, maxLength: 2 }),
+  bOnes: fc.array(fc.boolean(), { minLength: 2, maxLength: 2 }),
+  at: dtype,
+  bt: dtype,
+  ot: dtype,
+  seed: fc.integer(),
+}).map((r): Case & { seed: number } => ({
+  ...r,
+  aBatch: r.batchShape.map((d, i) => (r.aOnes[i] ? 1 : d)),
+  bBatch: r.batchShape.map((d, i) => (r.bOnes[i] ? 1 : d)),
+}));
+
+Deno.test("wasm matmul: runs on this machine (SIMD detected, not disabled)", () => {
+  const info = wasmMatmulInfo();
+  assert.ok(info, "the WebAssembly path must be active for these tests to mean anything");
+});
+
+Deno.test("property: wasm matmul is within the f32 accumulation bound, every layout and dtype", async () => {
+  await fc.assert(
+    fc.asyncProperty(caseArb, async (c) => {
+      const r = mulberry32(c.seed);
+      const { a, b } = operands(c, () => (r() - 0.5) * 8);
+      checkBound(c, await run(c, a, b), a, b);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("wasm matmul: edge sizes around the tile and the blocking, all transposes", async () => {
+  const sizes = [1, 5, 7, 13, 48, 49, 511, 513];
+  const r = mulberry32(7);
+  let count = 0;
+  for (const m of sizes) {
+    for (const k of sizes) {
+      for (const n of sizes) {
+        if (m * k * n > 3e6 || (m * k * n > 2e5 && (m + k + n) % 3 !== 0)) continue;
+        const t = count++;
+        const c: Case = {
+          m,
+          k,
+          n,
+          transA: (t & 1) === 1,
+          transB: (t & 2) === 2,
+          aBatch: [],
+          bBatch: [],
+          batchShape: [],
+          at: (["f32", "f16", "bf16"] as const)[t % 3],
+          bt: (["f32", "bf16", "f16"] as const)[(t >> 1) % 3],
+          ot: (["f32", "f32", "f16", "bf16"] as const)[t % 4],
+        };
+        const { a, b } = operands(c, () => r() * 2 - 1);
+        checkBound(c, await run(c, a, b), a, b);
+      }
+    }
+  }
+  assert.ok(count > 100, `${count} cases`);
+  // Wider than one NC = 1024 column block and deeper than two KC = 512 blocks.
+  for (const [m, k, n] of [[3, 1100, 1030], [50, 1025, 9]]) {
+    for (const transB of [false, true]) {
+      const c: Case = {
+        m,
+        k,
+        n,
+        transA: transB,
+        transB,
+        aBatch: [],
+        bBatch: [],
+        batchShape: [],
+        at: "f32",
+        bt: "f32",
+        ot: "f32",
+      };
+      const { a, b } = operands(c, () => r() - 0.5);
+      checkBound(c, await run(c, a, b), a, b);
+    }
+  }
+});
+
+Deno.test("wasm matmul: NaN and ±Inf propagate as in the exact sum", async () => {
+  const c: Case = {
+    m: 7,
+    k: 9,
+    n: 10,
+    transA: false,
+    transB: true,
+    aBatch: [],
+    bBatch: [],
+    batchShape: [],
+    at: "f32",
+    bt: "f16",
+    ot: "f32",
+  };
+  const r = mulberry32(3);
+  const { a, b } = operands(c, () => r() - 0.5);
+  a[4] = Infinity, a[20] = NaN, a[30] = -Infinity;
+  const out = await run(c, a, b) as Float32Array;
+  const { sum } = oracle(c, a, decode("f16", b));
+  for (let x = 0; x < sum.length; x++) {
+    if (Number.isFinite(sum[x])) continue;
+    assert.ok(Object.is(out[x], sum[x]), `output ${x}: ${out[x]} vs ${sum[x]}`);
+  }
+});
+
+const row3 = (at: F, ot: F): Case => ({
+  m: 1,
+  k: 3,
+  n: 1,
+  transA: false,
+  transB: false,
+  aBatch: [],
+  bBatch: [],
+  batchShape: [],
+  at,
+  bt: at,
+  ot,
+});
+
+Deno.test("wasm matmul: f16/bf16 outputs round once ([[154, 0.0625, 2^-20]] @ ones is 154.125)", async () => {
+  const a = nb.tensor([[154, 0.0625, 2 ** -20]], { dtype: "f16" });
+  const b = nb.ones([3, 1], { dtype: "f16" });
+  const out = nb.matmul(a, b);
+  assert.equal(out.dtype, "f16");
+  assert.deepEqual(await out.toArray(), [[154.125]]);
+  out.dispose(), a.dispose(), b.dispose();
+  const c = row3("f16", "f16");
+  const got = await run(c, encode("f16", [154, 0.0625, 2 ** -20]), encode("f16", [1, 1, 1]));
+  assert.equal(decode("f16", got)[0], 154.125);
+  // bf16: 256 + 1 + 2^-20 accumulates to 257 in f32, a bf16 tie; the exact sum rounds up.
+  const bf = await run(
+    row3("f32", "bf16"),
+    encode("f32", [256, 1, 2 ** -20]),
+    encode("f32", [1, 1, 1]),
+  );
+  assert.equal(decode("bf16", bf)[0], 258);
+  // A sum exactly on the tie stays a tie: ties to even.
+  const tie = await run(row3("f32", "bf16"), encode("f32", [256, 1, 0]), encode("f32", [1, 1, 1]));
+  assert.equal(decode("bf16", tie)[0], 256);
+});
