@@ -276,7 +276,8 @@ export function storageFor(d: DType, n: number): Storage {
 }
 
 // ---------------------------------------------------------------------------
-// Exact general rounding path (REFERENCE §1.2 rule 3)
+// Exact general rounding path: e = max(⌊log2|x|⌋, emin), quantum q = 2^(e − mantissa bits),
+// round |x|/q to the nearest integer, ties to even (IEEE 754-2019 §4.3.1, roundTiesToEven)
 // ---------------------------------------------------------------------------
 
 interface Fmt {
@@ -754,7 +755,8 @@ function encodeF16(src: ArrayLike<number>, out: Uint16Array, n: number): void {
 
 function encodeBf16(src: ArrayLike<number>, out: Uint16Array, n: number): void {
   if (src instanceof Float32Array) {
-    // REFERENCE §1.2 rule 8 on the f32 bits, after the NaN check.
+    // The RNE bit trick of `pytorch/pytorch c10/util/BFloat16.h` (round_to_nearest_even) on the
+    // f32 bits, after the NaN check.
     const u = new Int32Array(src.buffer, src.byteOffset, n);
     for (let i = 0; i < n; i++) {
       const w = u[i];

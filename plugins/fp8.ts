@@ -1,6 +1,7 @@
 /**
  * `fp8`: fp8 matrix products with Transformer Engine's delayed scaling (`DelayedScaling`),
- * emulated by fake quantization (REFERENCE §6.1).
+ * emulated by fake quantization (`NVIDIA/TransformerEngine transformer_engine/common/recipe/__init__.py`,
+ * `transformer_engine/common/recipe/delayed_scaling.cu`).
  *
  * Inside the objective, every call of an op tagged `matmul` (`matmul`, `matmulT`, `linear`) is
  * a GEMM slot, numbered by its order in the step (0, 1, …). Each slot has three tensor roles:

@@ -257,7 +257,7 @@ Deno.test("f16: random f64 values round once (software path vs Math.f16round)", 
   }
 });
 
-// REFERENCE §1.3; `f64Only` rows round differently from an f32 input.
+// numpy/numpy numpy/_core/tests/test_half.py (test_half_values, test_half_rounding) and RNE; `f64Only` rows round differently from an f32 input.
 const F16_TABLE: [number, number, string][] = [
   [1, 0x3c00, ""],
   [-1, 0xbc00, ""],
@@ -290,7 +290,7 @@ const F16_TABLE: [number, number, string][] = [
   [NaN, 0x7e00, ""],
 ];
 
-Deno.test("f16: every row of REFERENCE §1.3, bitwise, from f64 and from f32", () => {
+Deno.test("f16: the numpy test_half.py rows, bitwise, from f64 and from f32", () => {
   for (const [name, lib] of LIBS) {
     for (const [x, bits, note] of F16_TABLE) {
       assert.equal(hex(lib.roundToF16Bits(x)), hex(bits), `${name} ${x} ${note}`);
@@ -375,7 +375,7 @@ Deno.test("bf16: random f64 values match round-to-odd-then-RNE reference", () =>
   eqBits(got, expected, "roundToBf16Bits f64");
 });
 
-Deno.test("bf16: every row of REFERENCE §1.4 (f32 bits table), bitwise", () => {
+Deno.test("bf16: pytorch BFloat16RNETest and ml_dtypes rows (f32 bits), bitwise", () => {
   const rows: [number, number][] = [
     [0x3f848000, 0x3f84],
     [0x3f848010, 0x3f85],
@@ -405,7 +405,7 @@ Deno.test("bf16: every row of REFERENCE §1.4 (f32 bits table), bitwise", () => 
   });
 });
 
-Deno.test("bf16: every row of REFERENCE §1.4 (values table), bitwise", () => {
+Deno.test("bf16: eigen test/bfloat16_float.cpp rows (values), bitwise", () => {
   const b2n = bf16BitsToNumber;
   const rows: [number, number, boolean][] = [
     [1.0, 0x3f80, true],
@@ -540,7 +540,7 @@ for (const s of F8S) {
   });
 }
 
-Deno.test("fp8: every row of REFERENCE §1.5, non-saturating and saturating", () => {
+Deno.test("fp8: the ml_dtypes tests/float8_test.cc rows, non-saturating and saturating", () => {
   // [input, e4m3, e4m3 saturating, e5m2, e5m2 saturating]; null = not in the table
   type Row = [number, number | null, number | null, number | null, number | null];
   const rows: Row[] = [
@@ -791,7 +791,7 @@ Deno.test("isFloating and byteSize", () => {
   assert.deepEqual(dtypes.map(byteSize), [8, 4, 2, 2, 1, 1, 4, 1, 1]);
 });
 
-Deno.test("finfo: REFERENCE §1.1 limits; ints throw", () => {
+Deno.test("finfo: IEEE/OCP OFP8 format limits (numpy, eigen, ml_dtypes); ints throw", () => {
   const want: Record<string, [number, number, number, number, number, number, number, boolean]> = {
     //       bits M   E   max                      minNormal   minSub      eps        hasInf
     f64: [64, 52, 11, 1.7976931348623157e308, 2 ** -1022, 2 ** -1074, 2 ** -52, true],

@@ -78,7 +78,8 @@ const scalarLoss = (p: { w: Tensor }, b: Scalar) => sum(square(sub(mul(p.w, b.x)
 const scalarBatch = (x: number, y = 1): Scalar => ({ x: tensor([x]), y: tensor([y]) });
 
 // ---------------------------------------------------------------------------------------------
-// The raw scale-update kernel (REFERENCE §2.6 rows 1, 6, 7, 8)
+// The raw scale-update kernel (`_amp_update_scale_`, pytorch/pytorch aten/src/ATen/native/cuda/AmpKernels.cu;
+// cases from pytorch/pytorch tests test_grad_scaling_update_scale and test_grad_scale_will_not_overflow)
 
 Deno.test("updateScale: torch test_grad_scaling_update_scale (row 1)", async () => {
   let s = rawState(4, 0, { growthFactor: 2, backoffFactor: 0.25, growthInterval: 2 });

@@ -74,7 +74,7 @@ import {
 import { rng } from "./rng.ts";
 
 // ---------------------------------------------------------------------------------------------
-// Independent rounding oracle (REFERENCE.md §1.2 rule 3: the quantum formula, applied once)
+// Independent rounding oracle (the quantum formula of IEEE 754 roundTiesToEven, applied once)
 
 interface Format {
   readonly mant: number;
@@ -114,7 +114,7 @@ function rne(x: number, f: Format): number {
   return r === 0 ? (x < 0 ? -0 : 0) : Math.sign(x) * r;
 }
 
-/** bf16 from an f32 value by bit arithmetic (the RNE bit trick of REFERENCE.md §1.2 rule 8). */
+/** bf16 from an f32 value by bit arithmetic (the RNE bit trick of pytorch/pytorch c10/util/BFloat16.h). */
 function bf16FromF32Bits(x: number): number {
   const f = new Float32Array([x]);
   const u = new Uint32Array(f.buffer);
@@ -211,7 +211,7 @@ Deno.test("oracle: the quantum-formula rounding agrees with Math.f16round and th
     }),
     { numRuns: 2000 },
   );
-  // Hand-checked rows of REFERENCE.md §1.3–1.5.
+  // Hand-checked rows from numpy test_half.py, pytorch bfloat16_test.cpp and ml_dtypes float8_test.cc.
   assert.equal(rne(65520, FORMATS.f16!), Infinity);
   assert.equal(rne(1 + 2 ** -11 + 2 ** -40, FORMATS.f16!), 1 + 2 ** -10);
   assert.equal(rne(464, FORMATS.f8e4m3!), 448);

@@ -41,7 +41,8 @@ function grads(n: number, seed: number): number[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The reference: the algorithm of REFERENCE §5.3 in f64 plain JS, quantization included
+// The reference: bitsandbytes' blockwise 8-bit update (`bitsandbytes-foundation/bitsandbytes
+// csrc/kernels.cu` kOptimizerStatic8bit2StateBlockwise, `bitsandbytes/optim/optimizer.py`) in f64 plain JS, quantization included
 
 interface RefQ {
   codes: number[];

@@ -30,7 +30,7 @@ async function roundTrip(xs: number[], map: Float32Array, blockSize: number, sig
 }
 
 // ---------------------------------------------------------------------------------------------
-// Maps (REFERENCE §5.1)
+// Maps (bitsandbytes-foundation/bitsandbytes bitsandbytes/functional.py create_dynamic_map)
 
 Deno.test("dynamicMap: signed map reference values and layout", () => {
   const m = SIGNED;
@@ -53,7 +53,9 @@ Deno.test("dynamicMap: signed map reference values and layout", () => {
     m.filter((v) => v >= 0.1 * 10 ** (i - 6) && v < 10 ** (i - 6)).length
   );
   assert.deepEqual(counts, [1, 2, 4, 8, 16, 32, 64]);
-  // f32 linspace details (bitsandbytes' published map): entries that a naive linspace misses.
+  // f32 linspace details: entries of this construction (torch's CPU linspace, see
+  // lib/optim/quantize.ts) that a naive f64 linspace misses. One public dump of bitsandbytes'
+  // map (in a Rust port) has these three values; another has m[234] 1 ulp lower (0.711718738…).
   assert.equal(m[18], f(-0.7398437261581421));
   assert.equal(m[234], f(0.7117187976837158));
   assert.equal(m[137], f(0.0003812500217463821));
@@ -73,9 +75,9 @@ Deno.test("dynamicMap: unsigned map reference values and layout", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Quantize / dequantize (REFERENCE §5.2)
+// Quantize / dequantize (bitsandbytes bitsandbytes/backends/default/ops.py, csrc/kernels.cu)
 
-Deno.test("quantizeBlockwise: the worked example of REFERENCE §5.2", async () => {
+Deno.test("quantizeBlockwise: a worked example of bitsandbytes' algorithm", async () => {
   const r = await roundTrip([0, 0.5, -0.25, 1, -1, 0.001], SIGNED, 256);
   assert.deepEqual(Array.from(r.codes), [127, 219, 53, 255, 0, 142]);
   assert.deepEqual(Array.from(r.absmax), [1]);
@@ -83,7 +85,7 @@ Deno.test("quantizeBlockwise: the worked example of REFERENCE §5.2", async () =
   r.back.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) <= 5e-6, `${i}: ${v}`));
 });
 
-/** The bound of REFERENCE §5.2: half the gap of the map entries around y, times the absmax. */
+/** The bound of nearest-entry quantization: half the gap of the map entries around y, times the absmax. */
 function errorBound(y: number, map: Float32Array, absmax: number): number {
   const slack = 2 ** -21 * absmax + 2 ** -148; // f32 rounding of y and of code·absmax
   if (y <= map[0]) return (map[0] - y) * absmax + slack; // below the signed map's −0.99297

@@ -29,9 +29,14 @@ import { concat, reshape } from "../ops/shape.ts";
 const DECADES = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1];
 
 /**
- * `torch.linspace(start, end, steps)` in f32: an f32 step, the first half counted up from
- * `start` and the second down from `end`, each point rounded once (a fused multiply-add). This
- * reproduces bitsandbytes' published map bit for bit.
+ * `torch.linspace(start, end, steps)` in f32 as torch's CPU kernel computes it
+ * (`pytorch/pytorch aten/src/ATen/native/cpu/RangeFactoriesKernel.cpp`): an f32 step
+ * `(end − start) / (steps − 1)`, the first half counted up from `start` and the second down
+ * from `end`, each point rounded to f32 from `start + step·i` (`end − step·(steps−1−i)`).
+ * Which rounding a torch build uses there (a fused multiply-add or not) can change single map
+ * entries by one f32 ulp: published dumps of bitsandbytes' map differ in such entries (e.g.
+ * ±0.7117187976837158 vs ±0.711718738079071), so nbit pins its own entries in
+ * tests/quantize_test.ts and does not claim bit-for-bit equality with every bitsandbytes build.
  */
 function linspaceF32(start: number, end: number, steps: number): Float32Array {
   const f = Math.fround;
@@ -46,7 +51,10 @@ function linspaceF32(start: number, end: number, steps: number): Float32Array {
 }
 
 /**
- * The bitsandbytes dynamic quantization map (`create_dynamic_map`): 256 ascending f32 values.
+ * The bitsandbytes dynamic quantization map: 256 ascending f32 values, built by the algorithm of
+ * `create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)` in
+ * `bitsandbytes-foundation/bitsandbytes bitsandbytes/functional.py` (after Dettmers, "8-Bit
+ * Approximations for Parallelism in Deep Learning", arXiv 1511.04561).
  * For decades i = 0…6, the midpoints of `linspace(0.1, 1, k + 1)` (f32) times 10^(i−6), with
  * k = 2^i (signed, plus the negated values) or 2^(i+1) (unsigned); then 0 and 1.0. The signed
  * map (for momentum) runs from −0.99296874 (index 0) through 0 (index 127) to 1 (index 255) and
