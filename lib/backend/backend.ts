@@ -163,8 +163,19 @@ export interface Backend {
     inner: number,
     outDtype: DType,
   ): Handle;
-  /** `out[o, j, i] = x[o, idx[j], i]` for `x` laid out as `[outer, axis, inner]`; i32 indices. */
-  gather(x: Arg, idx: Arg, outer: number, axis: number, inner: number): Handle;
+  /**
+   * `out[o, j, i] = x[o, idx[j], i]` for `x` laid out as `[outer, axis, inner]`; i32 indices.
+   * An index out of range is an error naming `check.op` (default `take`, negatives wrap once;
+   * `oneHot` rejects them): the CPU throws, the GPU reports it at the next readback.
+   */
+  gather(
+    x: Arg,
+    idx: Arg,
+    outer: number,
+    axis: number,
+    inner: number,
+    check?: { op: "take" | "oneHot"; wrap: boolean },
+  ): Handle;
   /**
    * `out = base; out[o, idx[j], i] += upd[o, j, i]`; i32 indices. Every backend adds in the same
    * order and precision, so results agree bitwise: each output starts from `base` and adds the

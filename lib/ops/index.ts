@@ -98,8 +98,26 @@ export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis 
   );
 }
 
+/** The labels themselves, read through a range-checked gather (no wrap of negatives). */
+const checkLabelsOp: OpDef<undefined> = {
+  name: "oneHot",
+  tags: ["gather"],
+  infer: ([classes, labels]) => ({ shape: labels.shape, dtype: classes.dtype }),
+  kernel: (be, [classes, labels]) =>
+    be.gather(
+      { h: classes.handle, dtype: classes.dtype, size: classes.size },
+      { h: labels.handle, dtype: labels.dtype, size: labels.size },
+      1,
+      classes.size,
+      1,
+      { op: "oneHot", wrap: false },
+    ),
+};
+
 /**
  * One-hot encoding of integer labels: shape `[...labels.shape, depth]`, dtype f32 by default.
+ * A label outside `[0, depth)` (negative ones included) is an error naming it, on every device
+ * (on WebGPU it is reported by the next readback).
  *
  * @example
  * ```ts
@@ -108,8 +126,12 @@ export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis 
  */
 export function oneHot(labels: Tensor, depth: number, dtype: DType = "f32"): Tensor {
   checkIndices("oneHot", labels);
+  if (!Number.isInteger(depth) || depth < 0) {
+    throw new Error(`oneHot: depth must be an integer ≥ 0, got ${depth}`);
+  }
   return temporaries(() => {
-    const classes = arange(depth, undefined, 1, { device: labels.device });
-    return astype(equal(expandDims(labels, -1), classes), dtype);
+    const classes = arange(depth, undefined, 1, { device: labels.device, dtype: "i32" });
+    const checked = apply(checkLabelsOp, [classes, labels], undefined);
+    return astype(equal(expandDims(checked, -1), classes), dtype);
   });
 }

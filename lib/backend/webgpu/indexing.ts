@@ -1,8 +1,9 @@
 /**
  * WebGPU gather, scatterAdd and concat. Each kernel writes whole output words. scatterAdd is
  * deterministic without float atomics: one invocation per output element loops over the
- * indices in order and adds the matching updates. Indices out of range cannot throw on the GPU
- * (that would need a readback): gather gives 0 for them and scatterAdd skips them.
+ * indices in order and adds the matching updates. A kernel cannot throw: an out-of-range index
+ * gives 0 (gather) or is skipped (scatterAdd) and is recorded in the device's index-error flag
+ * (the op and the offending index), which the next readback reads in the same map and throws.
  *
  * @example
  * ```ts
@@ -13,7 +14,15 @@
  */
 import type { DType } from "../../dtype.ts";
 import type { Arg } from "../backend.ts";
-import { allocate, bindings, checkAlive, type Ctx, dispatch, type Kernel } from "./runtime.ts";
+import {
+  allocate,
+  bindings,
+  checkAlive,
+  type Ctx,
+  dispatch,
+  INDEX_ERROR_OPS,
+  type Kernel,
+} from "./runtime.ts";
 import { output } from "./elementwise.ts";
 import {
   helpers,
@@ -34,9 +43,20 @@ function indexValue(idx: DType, j: string, buf = "I1"): string {
 
 /** WGSL: `q`, the index at `j` wrapped once for negative values (`axis` in scope). */
 function normIndex(idx: DType, j: string, buf: string): string {
-  return `var q = ${indexValue(idx, j, buf)};
+  return `let raw = ${indexValue(idx, j, buf)};
+    var q = raw;
     if (q < 0) { q = q + i32(axis); }`;
 }
+
+/** How an indexing kernel names itself in the error flag, and whether negatives wrap. */
+export interface IndexCheck {
+  /** The op reported for an out-of-range index. */
+  readonly op: (typeof INDEX_ERROR_OPS)[number];
+  /** Negative indices count from the end (`take`); `false` makes them errors (`oneHot`). */
+  readonly wrap: boolean;
+}
+
+const opCode = (op: IndexCheck["op"]) => INDEX_ERROR_OPS.indexOf(op);
 
 /**
  * `out[o, j, i] = x[o, idx[j], i]` (see `Backend.gather`).
@@ -53,19 +73,22 @@ export function gather(
   outer: number,
   axis: number,
   inner: number,
+  check: IndexCheck = { op: "take", wrap: true },
 ): GPUBuffer {
   checkAlive(ctx);
   const n = outer * idx.size * inner;
   const buf = output(ctx, x.dtype, n);
   if (n === 0) return buf;
   const k: Kernel = {
-    key: `gather:${x.dtype}:${idx.dtype}`,
+    key: `gather:${x.dtype}:${idx.dtype}:${check.op}:${check.wrap}`,
     inputs: 2,
     params: 4,
+    errors: true,
     code: () =>
       wordKernel({
         inputs: 2,
         params: 4,
+        errors: true,
         out: x.dtype,
         module: "",
         lane: `  let inner = p(1u);
@@ -75,9 +98,13 @@ export function gather(
   let t = e / inner;
   let j = t % nidx;
   let o = t / nidx;
-  var kk = ${indexValue(idx.dtype, "j")};
-  if (kk < 0) { kk = kk + i32(axis); }
-  if (kk < 0 || u32(kk) >= axis) { return 0u; }
+  let raw = ${indexValue(idx.dtype, "j")};
+  var kk = raw;
+  ${check.wrap ? "if (kk < 0) { kk = kk + i32(axis); }" : ""}
+  if (kk < 0 || u32(kk) >= axis) {
+    indexError(${opCode(check.op)}u, raw, axis);
+    return 0u;
+  }
   let src = (o * axis + u32(kk)) * inner + i;
   return ${rawLoad("I0", x.dtype, "src")};`,
       }),
@@ -185,16 +212,19 @@ function directScatterKernel(d: DType, idx: DType, upd: DType): Kernel {
     key: `scatterAdd:${d}:${idx}:${upd}`,
     inputs: 3,
     params: 4,
+    errors: true,
     code: () =>
       wordKernel({
         inputs: 3,
         params: 4,
+        errors: true,
         out: d,
         module: a.deps,
         lane: `${LANE_HEAD}
   var acc = ${a.lb.expr};
   for (var j = 0u; j < nidx; j = j + 1u) {
     ${normIndex(idx, "j", "I1")}
+    if (q < 0 || u32(q) >= axis) { indexError(${opCode("scatterAdd")}u, raw, axis); }
     if (q >= 0 && u32(q) == kk) { acc = acc + ${a.lu.expr}; }
   }
   return ${a.st.expr};`,
@@ -208,16 +238,19 @@ function countKernel(idx: DType): Kernel {
     key: `scatterCount:${idx}`,
     inputs: 1,
     params: 2,
+    errors: true,
     code: () =>
       wordKernel({
         inputs: 1,
         params: 2,
+        errors: true,
         out: "i32",
         module: "",
         lane: `  let axis = p(0u);
   var c = 0u;
   for (var j = 0u; j < p(1u); j = j + 1u) {
     ${normIndex(idx, "j", "I0")}
+    if (q < 0 || u32(q) >= axis) { indexError(${opCode("scatterAdd")}u, raw, axis); }
     if (q >= 0 && u32(q) == e) { c = c + 1u; }
   }
   return c;`,

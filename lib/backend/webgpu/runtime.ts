@@ -24,6 +24,8 @@ export interface Kernel {
   readonly inputs: number;
   /** u32 words of uniform parameters (binding 0). */
   readonly params: number;
+  /** Binds the index-error flag as `E` after `O` (kernels that call `indexError`). */
+  readonly errors?: boolean;
 }
 
 /** Device state shared by the kernels of one backend instance. */
@@ -51,6 +53,8 @@ export interface Ctx {
   pending: number;
   readonly pendingParams: GPUBuffer[];
   flushScheduled: boolean;
+  /** The index-error flag (`INDEX_ERROR_WORDS` u32s), made by the first kernel that binds it. */
+  indexErrors: GPUBuffer | undefined;
 }
 
 let mapCount = 0;
@@ -110,6 +114,7 @@ export function makeCtx(
     pending: 0,
     pendingParams: [],
     flushScheduled: false,
+    indexErrors: undefined,
   };
   device.lost.then((info) => {
     ctx.lost = `the WebGPU device ${name} was lost (${info.reason ?? "unknown"}: ` +
@@ -159,7 +164,7 @@ function paramWords(k: { params: number }): number {
  */
 function layoutFor(ctx: Ctx, k: Kernel) {
   const words = paramWords(k);
-  const key = `${k.inputs}:${words}`;
+  const key = `${k.inputs}:${words}${k.errors ? ":E" : ""}`;
   let l = ctx.layouts.get(key);
   if (!l) {
     const entries: GPUBindGroupLayoutEntry[] = [
@@ -169,6 +174,9 @@ function layoutFor(ctx: Ctx, k: Kernel) {
       entries.push({ binding: i, visibility: 4, buffer: { type: "read-only-storage" } });
     }
     entries.push({ binding: k.inputs + 1, visibility: 4, buffer: { type: "storage" } });
+    if (k.errors) {
+      entries.push({ binding: k.inputs + 2, visibility: 4, buffer: { type: "storage" } });
+    }
     const bind = ctx.device.createBindGroupLayout({ entries });
     l = { bind, pipe: ctx.device.createPipelineLayout({ bindGroupLayouts: [bind] }) };
     ctx.layouts.set(key, l);
@@ -185,7 +193,9 @@ function layoutFor(ctx: Ctx, k: Kernel) {
  * bindings({ inputs: 1, params: 3 }); // P, I0 and O declarations
  * ```
  */
-export function bindings(k: { inputs: number; params: number; types?: readonly string[] }): string {
+export function bindings(
+  k: { inputs: number; params: number; types?: readonly string[]; errors?: boolean },
+): string {
   const lines = [
     `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${
       Math.max(1, Math.ceil(k.params / 4))
@@ -197,6 +207,7 @@ export function bindings(k: { inputs: number; params: number; types?: readonly s
   }
   lines.push(`@group(0) @binding(${k.inputs + 1}) var<storage, read_write> O: array<u32>;`);
   lines.push("fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }");
+  if (k.errors) lines.push(indexErrorWgsl(k.inputs + 2));
   return lines.join("\n");
 }
 
@@ -322,6 +333,9 @@ export function dispatch(
   const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ub, size: words * 4 } }];
   inputs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
   entries.push({ binding: inputs.length + 1, resource: { buffer: out } });
+  if (k.errors) {
+    entries.push({ binding: inputs.length + 2, resource: { buffer: indexErrorBuffer(ctx) } });
+  }
   const bind = ctx.device.createBindGroup({
     layout: layoutFor(ctx, k).bind,
     entries,
@@ -393,22 +407,86 @@ export function writeBytes(ctx: Ctx, dst: GPUBuffer, bytes: Uint8Array): void {
 export async function readBuffer(ctx: Ctx, src: GPUBuffer, bytes: number): Promise<Uint8Array> {
   checkAlive(ctx);
   const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-  const staging = ctx.pool.acquire("staging", size);
-  commandEncoder(ctx).copyBufferToBuffer(src, 0, staging, 0, size);
+  const flag = ctx.indexErrors;
+  const at = Math.ceil(size / 8) * 8; // mapped ranges start at multiples of 8
+  const total = flag ? at + INDEX_ERROR_BYTES : size;
+  const staging = ctx.pool.acquire("staging", total);
+  const enc = commandEncoder(ctx);
+  enc.copyBufferToBuffer(src, 0, staging, 0, size);
+  // The index-error flag rides along in the same submit and map: no extra readback.
+  if (flag) enc.copyBufferToBuffer(flag, 0, staging, at, INDEX_ERROR_BYTES);
   flush(ctx);
   mapCount++;
   let reject: (e: Error) => void = () => {};
   const lost = new Promise<never>((_, rej) => (reject = rej));
   ctx.waiters.add(reject);
   try {
-    await Promise.race([staging.mapAsync(1, 0, size), lost]);
+    await Promise.race([staging.mapAsync(1, 0, total), lost]);
   } finally {
     ctx.waiters.delete(reject);
   }
   const out = new Uint8Array(bytes);
-  out.set(new Uint8Array(staging.getMappedRange(0, size), 0, bytes));
+  const mapped = staging.getMappedRange(0, total);
+  out.set(new Uint8Array(mapped, 0, bytes));
+  const err = flag
+    ? Array.from(new Uint32Array(mapped.slice(at, at + INDEX_ERROR_BYTES)))
+    : undefined;
   staging.unmap();
   ctx.pool.release(staging);
   checkAlive(ctx);
+  if (err && err[0] !== 0) {
+    ctx.device.queue.writeBuffer(flag!, 0, new Uint32Array(INDEX_ERROR_BYTES / 4));
+    throw new Error(indexErrorMessage(ctx, err));
+  }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The index-error flag: a device-side record of the first out-of-range index
+
+/** The ops that report out-of-range indices through the flag, by code (0 = no error). */
+export const INDEX_ERROR_OPS = ["", "take", "scatterAdd", "oneHot"] as const;
+
+/** Bytes of the flag: op code, offending index (i32 bits), axis size, spare. */
+const INDEX_ERROR_BYTES = 16;
+
+/**
+ * WGSL of the flag binding `E` and `indexError(op, index, size)`, which records the first
+ * error only (a later kernel, or another invocation, leaves it as it is).
+ */
+function indexErrorWgsl(binding: number): string {
+  return `@group(0) @binding(${binding}) var<storage, read_write> E: array<atomic<u32>, 4>;
+fn indexError(op: u32, index: i32, size: u32) {
+  loop {
+    if (atomicLoad(&E[0]) != 0u) { return; }
+    let r = atomicCompareExchangeWeak(&E[0], 0u, op);
+    if (r.exchanged) {
+      atomicStore(&E[1], bitcast<u32>(index));
+      atomicStore(&E[2], size);
+      return;
+    }
+  }
+}`;
+}
+
+/** The flag buffer (zeroed at creation), made on first use. */
+function indexErrorBuffer(ctx: Ctx): GPUBuffer {
+  ctx.indexErrors ??= ctx.device.createBuffer({
+    label: "nbit index errors",
+    size: INDEX_ERROR_BYTES,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
+  return ctx.indexErrors;
+}
+
+function indexErrorMessage(ctx: Ctx, [code, bits, size]: number[]): string {
+  const op = INDEX_ERROR_OPS[code] ?? `op #${code}`;
+  const index = bits | 0;
+  const what = op === "oneHot"
+    ? `label ${index} is out of range for depth ${size}; labels must be in [0, ${size}) ` +
+      "(for masked rows pass crossEntropy's ignoreIndex)"
+    : `index ${index} is out of range for an axis of size ${size}`;
+  return `${op}: ${what}. Found on ${ctx.name} by a kernel enqueued before this read (GPU ` +
+    "kernels cannot throw, so the error is reported with the next readback); results " +
+    "computed from it are invalid";
 }

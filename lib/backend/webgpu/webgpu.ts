@@ -16,8 +16,9 @@
  * - WGSL lets a GPU flush f32 subnormals to zero in arithmetic, so f32/bf16 results below
  *   2^-126 may be 0 (casts stay exact). Float ops on i32 convert exactly rounded to f32 first,
  *   so they agree with the CPU for |x| ≤ 2^24.
- * - Out-of-range indices cannot throw without a readback: gather gives 0 and scatterAdd skips
- *   them (the CPU backend throws).
+ * - Out-of-range indices: a kernel cannot throw, so gather gives 0 and scatterAdd skips them,
+ *   and the op and the offending index are recorded in a device-side flag that the next
+ *   readback copies in the same submit and map, and throws (the CPU backend throws at once).
  *
  * @example
  * ```ts
@@ -239,7 +240,7 @@ function makeBackend(
     reduce: (op, x, outer, r, inner, outDtype) => reduce(ctx, op, x, outer, r, inner, outDtype),
     matmul: (a, b, g, outDtype) => matmul(ctx, a, b, g, outDtype),
     concat: (xs, outer, sizes, inner, outDtype) => concat(ctx, xs, outer, sizes, inner, outDtype),
-    gather: (x, idx, outer, axis, inner) => gather(ctx, x, idx, outer, axis, inner),
+    gather: (x, idx, outer, axis, inner, check) => gather(ctx, x, idx, outer, axis, inner, check),
     scatterAdd: (base, idx, upd, outer, axis, inner) =>
       scatterAdd(ctx, base, idx, upd, outer, axis, inner),
     random: (key, size, dtype, dist) => random(ctx, key, size, dtype, dist),

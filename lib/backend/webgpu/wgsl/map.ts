@@ -158,6 +158,8 @@ export function wordKernel(o: {
   module: string;
   lane: string;
   enableF16?: boolean;
+  /** Bind the index-error flag (see `indexError` in runtime.ts). */
+  errors?: boolean;
 }): string {
   const per = perWord(o.out);
   const laneBits = 32 / per;
