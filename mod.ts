@@ -39,6 +39,7 @@ export type {
 export type { Key } from "./lib/prng.ts";
 export type { LearningRate, Optimizer, Schedule } from "./lib/optim/types.ts";
 export { cpu } from "./lib/backend/cpu/cpu.ts";
+export type { HeapStats } from "./lib/backend/cpu/heap.ts";
 export {
   arange,
   dispose,

@@ -23,6 +23,7 @@ import {
 } from "./dtype.ts";
 import type { Backend, Handle } from "./backend/backend.ts";
 import { cpu } from "./backend/cpu/cpu.ts";
+import { type HeapStats, heapStats } from "./backend/cpu/heap.ts";
 
 /** A shared, reference-counted device buffer. */
 interface DataRef {
@@ -220,6 +221,11 @@ export interface MemoryInfo {
   readonly peakBytes: number;
   /** Buffers and bytes per dtype. */
   readonly byDtype: Readonly<Partial<Record<DType, { buffers: number; bytes: number }>>>;
+  /**
+   * CPU only: the heap allocator's counters (`liveBytes` in blocks rounded to their size class,
+   * `reservedBytes` carved out of the memory including cached free blocks, `memoryBytes`, ...).
+   */
+  readonly heap?: HeapStats;
 }
 
 /** {@linkcode memory}'s all-devices report: the totals, and each device that ever held a tensor. */
@@ -290,6 +296,7 @@ function deviceMemory(name: string): MemoryInfo {
     bytes: live.bytes.get(name) ?? 0,
     peakBytes: live.peak.get(name) ?? 0,
     byDtype,
+    ...(name === cpu.name ? { heap: heapStats() } : {}),
   };
 }
 

@@ -4,7 +4,23 @@
  */
 import assert from "node:assert/strict";
 import fc from "./fc.ts";
-import { blockBytes, Heap, HEAP_ALIGN, SMALL_MAX } from "../lib/backend/cpu/heap.ts";
+import {
+  blockBytes,
+  Heap,
+  HEAP_ALIGN,
+  heapMemory,
+  type HeapStats,
+  heapStats,
+  SMALL_MAX,
+} from "../lib/backend/cpu/heap.ts";
+import { cpu } from "../lib/backend/cpu/cpu.ts";
+import { dispose, memory, type Tensor, tensor, tidy, zeros } from "../lib/tensor.ts";
+import { add, astype, exp, greater, mul, sub, take, transpose, where } from "../lib/ops/mod.ts";
+import { promoteTypes } from "../lib/dtype.ts";
+import { disposeReplaced } from "../lib/train.ts";
+import { rng } from "./rng.ts";
+import { tinyMlp } from "./tiny_mlp.ts";
+import { trainLosses } from "./cpu_heap_train.ts";
 
 Deno.test("heap: size classes lose at most 25% (64 bytes for tiny requests), 4 KiB above 256 KiB", () => {
   assert.equal(blockBytes(0), 64);
@@ -178,4 +194,129 @@ Deno.test("heap: clear errors for bad sizes, double or mismatched release, and e
   const q = heap.alloc(3 << 20); // still usable after the failure
   heap.release(q, 3 << 20);
   assert.throws(() => new Heap({ maximumBytes: NaN }), /maximumBytes must be a non-negative/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The CPU backend on the heap
+
+Deno.test("cpu: read and data() return copies; writing them never changes the tensor", async () => {
+  const t = tensor([1, 2, 3]);
+  const h = tensor([1, 2, 3], { dtype: "f16" });
+  const raw = await cpu.read({ h: t.handle, dtype: t.dtype, size: t.size });
+  raw[0] = 99;
+  const d = await t.data();
+  d[1] = 99;
+  const b = await h.bits();
+  b[2] = 0;
+  assert.deepEqual(Array.from(await t.data()), [1, 2, 3]);
+  assert.deepEqual(Array.from(await h.data()), [1, 2, 3]);
+  assert.ok(!(d.buffer instanceof SharedArrayBuffer) && d.buffer !== heapMemory().buffer);
+  assert.notEqual(await t.data(), await t.data());
+  dispose([t, h]);
+});
+
+Deno.test("cpu: dispose returns blocks to the heap; a throwing kernel leaks nothing", () => {
+  const before = heapStats();
+  const x = zeros([1000, 300]); // a large block (1.2 MB)
+  const y = tidy(() => add(mul(x, 2), astype(x, "bf16")));
+  assert.ok(heapStats().liveBytes >= before.liveBytes + 2 * 1.2e6);
+  const ix = tensor([0, 5000], { dtype: "i32" });
+  assert.throws(() => take(x, ix), /take: index 5000 is out of range for an axis of size 1000/);
+  dispose([x, y, ix]);
+  const after = heapStats();
+  assert.equal(after.liveBytes, before.liveBytes);
+  assert.equal(after.liveBlocks, before.liveBlocks);
+});
+
+Deno.test("cpu: narrow-dtype ops (scratch widening) equal the f32 op rounded once", async () => {
+  const narrow = ["f16", "bf16", "f8e4m3", "f8e5m2"] as const;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(...narrow),
+      fc.constantFrom(...narrow),
+      fc.integer({ min: 1, max: 7 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+      async (da, db, m, n, seed) => {
+        const r = rng(seed);
+        const vals = (k: number) => Array.from({ length: k }, () => (r() - 0.5) * 40);
+        // a is read transposed and b broadcast along rows: both go through materialize.
+        const a = transpose(astype(tensor(vals(m * n), { shape: [n, m] }), da));
+        const b = astype(tensor(vals(n), { shape: [n] }), db);
+        const out = promoteTypes(da, db);
+        const wide = (t: Tensor) => astype(t, "f32");
+        const cases: [string, () => Tensor, () => Tensor][] = [
+          ["mul", () => mul(a, b), () => astype(mul(wide(a), wide(b)), out)],
+          ["sub", () => sub(b, a), () => astype(sub(wide(b), wide(a)), out)],
+          ["exp", () => exp(a), () => astype(exp(wide(a)), da)],
+          [
+            "where",
+            () => where(greater(a, 0), a, b),
+            () => astype(where(greater(wide(a), 0), wide(a), wide(b)), out),
+          ],
+          ["transpose", () => add(transpose(a), 0), () => astype(transpose(wide(a)), da)],
+        ];
+        for (const [name, f, g] of cases) {
+          const got = tidy(f);
+          const ref = tidy(g);
+          assert.equal(got.dtype, ref.dtype, name);
+          assert.deepEqual(await got.bits(), await ref.bits(), `${name} ${da} ${db} [${m}, ${n}]`);
+          dispose([got, ref]);
+        }
+        dispose([a, b]);
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+Deno.test("cpu: heap bytes flat over 1,000 train steps of the tiny MLP", async () => {
+  const { batch, params, base } = tinyMlp(7);
+  let state = base.init(params);
+  let at100: HeapStats | undefined;
+  let mem100 = 0;
+  for (let i = 1; i <= 1000; i++) {
+    const [next, metrics] = base(state, batch);
+    disposeReplaced(state, next);
+    state = next;
+    if (i % 250 === 0) assert.ok(Number.isFinite(await metrics.loss.item()));
+    dispose(metrics);
+    if (i === 100) [at100, mem100] = [heapStats(), memory(cpu).bytes];
+  }
+  const end = heapStats();
+  assert.ok(at100);
+  assert.equal(end.liveBytes, at100.liveBytes);
+  assert.equal(end.liveBlocks, at100.liveBlocks);
+  assert.equal(end.reservedBytes, at100.reservedBytes);
+  assert.equal(end.memoryBytes, at100.memoryBytes);
+  assert.equal(memory(cpu).bytes, mem100);
+  assert.deepEqual(memory(cpu).heap, end);
+  // Every block allocated after step 100 was released again.
+  assert.equal(end.allocs - at100.allocs, end.releases - at100.releases);
+  assert.ok(end.allocs - at100.allocs > 900 * 20, "steps allocate from the heap");
+  dispose(state);
+});
+
+Deno.test("cpu: training gives the same bits on a non-shared heap that grows (no SharedArrayBuffer)", async () => {
+  const here = await trainLosses();
+  assert.equal(here.shared, true);
+  const child = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-env",
+      new URL("./cpu_heap_nonshared.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(child.stderr);
+  assert.ok(child.success, err);
+  const there = JSON.parse(new TextDecoder().decode(child.stdout));
+  assert.equal(there.shared, false);
+  assert.ok(there.grows >= 3, `the non-shared heap grew ${there.grows} times`);
+  assert.equal(there.liveBytes, 0); // the second run left nothing behind
+  assert.deepEqual(there.losses, here.losses);
+  assert.deepEqual(there.firstLosses, here.losses);
+  assert.ok(here.losses.every(Number.isFinite) && here.losses[23] < here.losses[0]);
 });
