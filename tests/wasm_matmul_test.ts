@@ -271,3 +271,161 @@ Deno.test("wasm matmul: f16/bf16 outputs round once ([[154, 0.0625, 2^-20]] @ on
   const tie = await run(row3("f32", "bf16"), encode("f32", [256, 1, 0]), encode("f32", [1, 1, 1]));
   assert.equal(decode("bf16", tie)[0], 256);
 });
+
+/** Wait (up to 20 s) until the pool's workers have started. */
+async function threadsReady(n: number): Promise<void> {
+  for (let i = 0; i < 400 && (wasmMatmulInfo()?.readyThreads ?? 0) < n; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(wasmMatmulInfo()?.readyThreads, n, `${n} threads did not start`);
+}
+
+const big = (m: number, k: number, n: number, o: Partial<Case> = {}): Case => ({
+  m,
+  k,
+  n,
+  transA: false,
+  transB: false,
+  aBatch: [],
+  bBatch: [],
+  batchShape: [],
+  at: "f32",
+  bt: "f32",
+  ot: "f32",
+  ...o,
+});
+
+Deno.test("wasm matmul: 1 thread ≡ 2 threads bit for bit (split by batches, rows, columns)", async () => {
+  const cases = [
+    big(96, 300, 40), // rows split (m ≥ n)
+    big(20, 600, 200, { transA: true, ot: "bf16" }), // columns split
+    big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
+    big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
+  ];
+  const r = mulberry32(11);
+  const data = cases.map((c) => operands(c, () => r() * 2 - 1));
+  try {
+    setCpuThreads(1);
+    const one = [];
+    for (let i = 0; i < cases.length; i++) one.push(await run(cases[i], data[i].a, data[i].b));
+    setCpuThreads(2);
+    await threadsReady(2);
+    const before = wasmMatmulInfo()!.splits;
+    for (let i = 0; i < cases.length; i++) {
+      const two = await run(cases[i], data[i].a, data[i].b);
+      assert.deepEqual(two, one[i], JSON.stringify(cases[i]));
+      checkBound(cases[i], two, data[i].a, data[i].b);
+    }
+    assert.equal(wasmMatmulInfo()!.splits - before, cases.length, "every product was split");
+  } finally {
+    closeCpuThreads();
+  }
+});
+
+/** Run `f` with environment variables set, then restore them and the pool. */
+async function withEnv(vars: Record<string, string>, f: () => Promise<void>): Promise<void> {
+  const old = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  closeCpuThreads();
+  for (const [k, v] of Object.entries(vars)) Deno.env.set(k, v);
+  try {
+    await f();
+  } finally {
+    for (const [k, v] of Object.entries(old)) {
+      v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+    }
+    closeCpuThreads();
+  }
+}
+
+Deno.test("wasm matmul: plain SIMD (NBIT_WASM_FMA=0) equals sequential f32 mul+add bit for bit", async () => {
+  await withEnv({ NBIT_WASM_FMA: "0" }, async () => {
+    assert.equal(wasmMatmulInfo()?.fma, false);
+    const r = mulberry32(5);
+    for (
+      const c of [big(13, 1100, 17, { transB: true }), big(7, 49, 513, { at: "f16", transA: true })]
+    ) {
+      const { a, b } = operands(c, () => r() * 2 - 1);
+      const got = await run(c, a, b) as Float32Array;
+      const A = decode(c.at, a), B = decode(c.bt, b);
+      for (let i = 0; i < c.m; i++) {
+        for (let j = 0; j < c.n; j++) {
+          let acc = 0;
+          for (let p = 0; p < c.k; p++) {
+            const x = A[c.transA ? p * c.m + i : i * c.k + p];
+            const y = B[c.transB ? j * c.k + p : p * c.n + j];
+            acc = Math.fround(acc + Math.fround(x * y));
+          }
+          if (!Object.is(got[i * c.n + j], acc)) {
+            assert.fail(`(${i}, ${j}): ${got[i * c.n + j]} vs ${acc}`);
+          }
+        }
+      }
+    }
+  });
+});
+
+Deno.test("wasm matmul: NBIT_WASM=0 runs the TypeScript kernel (f64 accumulation, rounded once)", async () => {
+  await withEnv({ NBIT_WASM: "0" }, async () => {
+    assert.equal(wasmMatmulInfo(), undefined);
+    const a = nb.tensor([[154, 0.0625, 2 ** -20]], { dtype: "f16" });
+    const b = nb.ones([3, 1], { dtype: "f16" });
+    const out = nb.matmul(a, b);
+    assert.deepEqual(await out.toArray(), [[154.125]]);
+    out.dispose(), a.dispose(), b.dispose();
+    const r = mulberry32(9);
+    for (
+      const c of [
+        big(9, 33, 11, { transA: true, ot: "bf16", bt: "f16" }),
+        big(5, 7, 13, { transB: true }),
+      ]
+    ) {
+      const { a, b } = operands(c, () => r() * 2 - 1);
+      const got = decode(c.ot, await run(c, a, b));
+      const { sum } = oracle(c, decode(c.at, a), decode(c.bt, b));
+      // The f64 sum in ascending p, rounded once: exactly the oracle's sum, rounded.
+      assert.deepEqual(Array.from(got), sum.map((x) => roundTo(c.ot, x)));
+    }
+  });
+});
+
+Deno.test("wasm matmul: memory stays flat over repeated products", async () => {
+  const { heapStats } = await import("../lib/backend/cpu/heap.ts");
+  const a = nb.tensor(Array.from({ length: 64 * 96 }, (_, i) => (i % 7) - 3), { shape: [64, 96] });
+  const b = nb.tensor(Array.from({ length: 96 * 80 }, (_, i) => (i % 5) - 2), { shape: [96, 80] });
+  const step = () =>
+    nb.tidy(() =>
+      nb.matmul(nb.astype(nb.matmul(a, b), "bf16"), nb.ones([80, 8], { dtype: "bf16" }))
+    );
+  step().dispose();
+  const live = nb.memory(nb.cpu).bytes,
+    heap = heapStats().liveBytes,
+    size = heapStats().memoryBytes;
+  for (let i = 0; i < 200; i++) step().dispose();
+  assert.equal(nb.memory(nb.cpu).bytes, live);
+  assert.equal(heapStats().liveBytes, heap);
+  assert.equal(heapStats().memoryBytes, size);
+  a.dispose(), b.dispose();
+});
+
+Deno.test("wasm matmul: a script that runs a threaded matmul exits by itself", async () => {
+  const mod = new URL("../mod.ts", import.meta.url).href;
+  const pool = new URL("../lib/backend/cpu/wasm/matmul.ts", import.meta.url).href;
+  const code = `import * as nb from "${mod}";
+import { setCpuThreads, wasmMatmulInfo } from "${pool}";
+setCpuThreads(2);
+nb.matmul(nb.ones([8, 8]), nb.ones([8, 8]));
+while (wasmMatmulInfo().readyThreads < 2) await new Promise((r) => setTimeout(r, 10));
+const out = nb.matmul(nb.ones([128, 256]), nb.ones([256, 128]));
+console.log(wasmMatmulInfo().splits, (await out.data())[0]);`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill(), 20_000);
+  const res = await child.output();
+  clearTimeout(timer);
+  const text = new TextDecoder().decode(res.stdout).trim();
+  assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+  assert.equal(text, "1 256");
+});

@@ -18,7 +18,7 @@ import type { MatmulGeometry } from "../../backend.ts";
 import { type DType, encode, encodeInto } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR } from "./gemm_module.ts";
-import { useRelaxedFma, wasmEnabled, wasmFeatures } from "./features.ts";
+import { useRelaxedFma, wasmEnabled } from "./features.ts";
 import { P } from "./region.ts";
 import { defaultThreads, Pool } from "./pool.ts";
 
@@ -37,6 +37,8 @@ interface State {
   fma: boolean;
   /** Per-thread packing buffers (heap blocks, kept for the pool's lifetime). */
   packs: number;
+  /** Products split across more than one thread so far. */
+  splits: number;
 }
 
 let state: State | undefined;
@@ -52,7 +54,7 @@ function init(): State {
   const bytes = gemmModuleBytes(fma, shared, MAX_PAGES);
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
-  return { memory, pool: new Pool(threads, memory, bytes, ex), fma, packs };
+  return { memory, pool: new Pool(threads, memory, bytes, ex), fma, packs, splits: 0 };
 }
 
 /**
@@ -77,11 +79,16 @@ export function closeCpuThreads(): void {
 
 /** How the WebAssembly matmul runs here (undefined when it is disabled or unsupported). */
 export function wasmMatmulInfo():
-  | { fma: boolean; threads: number; readyThreads: number }
+  | { fma: boolean; threads: number; readyThreads: number; splits: number }
   | undefined {
   if (!wasmEnabled()) return undefined;
-  state ??= init();
-  return { fma: state.fma, threads: state.pool.threads, readyThreads: state.pool.ready() + 1 };
+  const s = state ??= init();
+  return {
+    fma: s.fma,
+    threads: s.pool.threads,
+    readyThreads: s.pool.ready() + 1,
+    splits: s.splits,
+  };
 }
 
 const ELEMS: Partial<Record<DType, Elem>> = { f32: ELEM.f32, bf16: ELEM.bf16, f16: ELEM.f16 };
@@ -189,6 +196,7 @@ export function wasmMatmul(
     const unit = axis === 0 ? 1 : axis === 2 ? NR : MR;
     const units = Math.ceil(len / unit);
     const used = Math.min(parts, units);
+    if (used > 1) s.splits++;
     s.pool.run(used, (J, o, part) => {
       const lo = Math.min(len, Math.round((units * part) / used) * unit);
       const hi = Math.min(len, Math.round((units * (part + 1)) / used) * unit);
