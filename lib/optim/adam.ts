@@ -6,9 +6,10 @@
 import type { DType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
 import { unflatten } from "../tree.ts";
-import { add, astype, div, mul, pow, sqrt, square, sub } from "../ops/elementwise.ts";
+import { add, astype, div, mul, sqrt, square, sub } from "../ops/elementwise.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import {
+  biasCorrection,
   checkLearningRate,
   checkNumber,
   computeDtype,
@@ -85,10 +86,9 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
       const scalarsFor = (c: DType) => {
         let s = scalars.get(c);
         if (!s) {
-          const tc = astype(t, c);
           const rc = typeof rate === "number" ? rate : astype(rate, c);
-          const bc1 = sub(1, pow(b1, tc));
-          const bc2 = sub(1, pow(b2, tc));
+          const bc1 = biasCorrection(b1, t, c);
+          const bc2 = biasCorrection(b2, t, c);
           const decay = !decoupled || weightDecay === 0
             ? 1
             : typeof rc === "number"

@@ -10,6 +10,8 @@ import { type Tensor, tidy, zeros } from "../tensor.ts";
 import { cpu } from "../backend/cpu/cpu.ts";
 import { leaves, unflatten } from "../tree.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
+import { astype, pow, sub } from "../ops/elementwise.ts";
+import { oneMinusPow } from "./bias_correction.ts";
 
 /**
  * The ownership rule of every optimizer: `init` and `update` run inside `tidy`, so each frees
@@ -71,6 +73,20 @@ export function initCount(params: unknown): Tensor {
  */
 export function learningRateAt(lr: LearningRate, count: Tensor): number | Tensor {
   return typeof lr === "number" ? lr : lr(count);
+}
+
+/**
+ * Adam's bias correction `1 − bᵗ` for the update count `t` (an f32 tensor on the device), in
+ * the compute dtype `c` (f64, else f32): in f32 it is the exact value rounded once ({@linkcode oneMinusPow});
+ * in f64 it is `1 − pow(b, t)` in f64, as `torch.optim.Adam` computes it in Python floats.
+ *
+ * @example
+ * ```ts
+ * const bc2 = biasCorrection(0.999, add(state.count, 1), "f32"); // 0.001 at t = 1
+ * ```
+ */
+export function biasCorrection(b: number, t: Tensor, c: DType): Tensor {
+  return c === "f64" ? sub(1, pow(b, astype(t, "f64"))) : oneMinusPow(b, t);
 }
 
 /**

@@ -27,20 +27,10 @@
 import type { Backend } from "../backend/backend.ts";
 import type { DType } from "../dtype.ts";
 import { full, Tensor, tensor, zeros } from "../tensor.ts";
-import {
-  add,
-  astype,
-  div,
-  isFinite,
-  mul,
-  pow,
-  sqrt,
-  square,
-  sub,
-  where,
-} from "../ops/elementwise.ts";
+import { add, astype, div, isFinite, mul, sqrt, square, sub, where } from "../ops/elementwise.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import {
+  biasCorrection,
   checkLearningRate,
   checkNumber,
   computeDtype,
@@ -233,9 +223,8 @@ function adam8bitLike(
       const scalarsFor = (c: DType) => {
         let s = scalars.get(c);
         if (!s) {
-          const tc = astype(t, c);
-          const bc1 = sub(1, pow(b1, tc));
-          const sqrtBc2 = sqrt(sub(1, pow(b2, tc)));
+          const bc1 = biasCorrection(b1, t, c);
+          const sqrtBc2 = sqrt(biasCorrection(b2, t, c));
           s = { stepSize: mul(rate, div(sqrtBc2, bc1)), epsHat: mul(sqrtBc2, eps) };
           scalars.set(c, s);
         }
