@@ -56,6 +56,8 @@ export interface HeapStats {
   readonly maximumBytes: number;
   /** Number of `alloc` calls so far. */
   readonly allocs: number;
+  /** Block bytes handed out by `alloc` so far (reused blocks count again). */
+  readonly allocatedBytes: number;
   /** Number of `release` calls so far. */
   readonly releases: number;
   /** Number of times the memory grew. */
@@ -109,6 +111,7 @@ export class Heap {
   readonly #live = new Map<number, number>(); // ptr → block bytes
   #liveBytes = 0;
   #allocs = 0;
+  #allocated = 0;
   #releases = 0;
   #grows = 0;
 
@@ -163,6 +166,7 @@ export class Heap {
     this.#live.set(ptr, block);
     this.#liveBytes += block;
     this.#allocs++;
+    this.#allocated += block;
     return ptr;
   }
 
@@ -197,6 +201,7 @@ export class Heap {
       memoryBytes: this.#size,
       maximumBytes: this.#maxPages * PAGE,
       allocs: this.#allocs,
+      allocatedBytes: this.#allocated,
       releases: this.#releases,
       grows: this.#grows,
     };
