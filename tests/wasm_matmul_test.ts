@@ -301,6 +301,7 @@ Deno.test("wasm matmul: 1 thread ≡ 2 threads bit for bit (split by batches, ro
     big(20, 600, 200, { transA: true, ot: "bf16" }), // columns split
     big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
     big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
+    big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
   ];
   const r = mulberry32(11);
   const data = cases.map((c) => operands(c, () => r() * 2 - 1));
@@ -428,4 +429,20 @@ console.log(wasmMatmulInfo().splits, (await out.data())[0]);`;
   const text = new TextDecoder().decode(res.stdout).trim();
   assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
   assert.equal(text, "1 256");
+});
+
+Deno.test("wasm matmul: skinny products (m ≤ 4, B streamed) equal the packed path bit for bit", async () => {
+  const r = mulberry32(21);
+  for (const bt of ["f32", "bf16", "f16"] as const) {
+    for (const m of [1, 2, 3, 4]) {
+      const k = 700, n = 45;
+      const thin = big(m, k, n, { bt });
+      const wide = big(7, k, n, { bt }); // 7 rows: the packed 6×8 kernel
+      const { a, b } = operands(wide, () => r() * 2 - 1);
+      const all = await run(wide, a, b);
+      const few = await run(thin, a.slice(0, m * k), b);
+      assert.deepEqual(few, all.slice(0, m * n), `${bt} m = ${m}`);
+      checkBound(thin, few, a.slice(0, m * k), b);
+    }
+  }
 });

@@ -94,6 +94,13 @@ function f16x4(h: number, t: number): Code {
   ];
 }
 
+/** Eight operand values at `addr + off·size` widened to two f32x4, each then `then(v)`. */
+function widen4(e: Elem, addr: number, off: number, vh: number, vt: number): Code {
+  if (e === ELEM.f32) return [I.get(addr), V.load(off * 4)];
+  const lanes: Code = [I.get(addr), V.load16x4u(off * 2)];
+  return e === ELEM.bf16 ? [lanes, I.i32(16), V.i32x4Shl] : [lanes, f16x4(vh, vt)];
+}
+
 /** `while (cond) body` as block/loop, with `body` at depth 1 (br 1 exits, br 0 continues). */
 const whileLoop = (cond: Code, body: Code): Code =>
   I.block(I.loop(cond, I.eqz, I.brIf(1), body, I.br(0)));
@@ -219,12 +226,7 @@ function packB(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
-  const half = (off: number): Code => {
-    if (e === ELEM.f32) return [I.get(dst), I.get(addr), V.load(off * 4), V.store(off * 4)];
-    const lanes: Code = [I.get(addr), V.load16x4u(off * 2)];
-    const wide = e === ELEM.bf16 ? [lanes, I.i32(16), V.i32x4Shl] : [lanes, f16x4(vh, vt)];
-    return [I.get(dst), wide, V.store(off * 4)];
-  };
+  const half = (off: number): Code => [I.get(dst), widen4(e, addr, off, vh, vt), V.store(off * 4)];
   const vectorRow: Code = [
     half(0),
     half(4),
@@ -373,6 +375,94 @@ function kernel(fma: boolean): Func {
   };
 }
 
+/**
+ * `skinny{m}{e}(a, b, ldb, c, ldc, kc, blocks, first)` for m ≤ 4 rows: streams B (element type
+ * `e`, rows `ldb` bytes apart) without packing, 8 columns per block, against a packed A panel
+ * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks. The
+ * same multiply-add sequence per output as {@link kernel}, so results are identical.
+ */
+function skinny(m: number, e: Elem, fma: boolean): Func {
+  const [a, b, ldb, c, ldc, kc, blocks, first] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const acc = (r: number, h: number) => 8 + 2 * r + h;
+  const v0 = 8 + 2 * m;
+  const [b0, b1, sp, vh, vt] = [v0, v0 + 1, v0 + 2, v0 + 3, v0 + 4];
+  const [ap, bp, p, row] = [v0 + 5, v0 + 6, v0 + 7, v0 + 8];
+  const rowsDo = (f: (r: number) => Code): Code => {
+    const out: Code[] = [I.get(c), I.set(row)];
+    for (let r = 0; r < m; r++) out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
+    return out;
+  };
+  const step: Code[] = [
+    widen4(e, bp, 0, vh, vt),
+    I.set(b0),
+    widen4(e, bp, 4, vh, vt),
+    I.set(b1),
+  ];
+  for (let r = 0; r < m; r++) {
+    step.push(I.get(ap), V.load32Splat(4 * r), I.set(sp));
+    for (const [h, bv] of [[0, b0], [1, b1]]) {
+      step.push(
+        fma
+          ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
+          : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
+        I.set(acc(r, h)),
+      );
+    }
+  }
+  step.push(I.get(ap), I.i32(4 * MR), I.add, I.set(ap), I.get(bp), I.get(ldb), I.add, I.set(bp));
+  const zero: Code[] = [];
+  for (let r = 0; r < m; r++) zero.push(V.zero(), I.set(acc(r, 0)), V.zero(), I.set(acc(r, 1)));
+  return {
+    name: `skinny${m}${e}`,
+    params: new Array(8).fill(T.i32),
+    locals: [...new Array(2 * m + 5).fill(T.v128), T.i32, T.i32, T.i32, T.i32],
+    body: whileLoop([I.get(blocks), I.i32(0), I.gtS], [
+      I.get(first),
+      I.ifElse(
+        zero,
+        rowsDo((r) => [
+          I.get(row),
+          V.load(0),
+          I.set(acc(r, 0)),
+          I.get(row),
+          V.load(16),
+          I.set(acc(r, 1)),
+        ]),
+      ),
+      I.get(a),
+      I.set(ap),
+      I.get(b),
+      I.set(bp),
+      I.get(kc),
+      I.set(p),
+      I.loop(step, I.get(p), I.i32(1), I.sub, I.tee(p), I.brIf(0)),
+      rowsDo((r) => [
+        I.get(row),
+        I.get(acc(r, 0)),
+        V.store(0),
+        I.get(row),
+        I.get(acc(r, 1)),
+        V.store(16),
+      ]),
+      I.get(b),
+      I.i32(NR << SHIFT[e]),
+      I.add,
+      I.set(b),
+      I.get(c),
+      I.i32(NR * 4),
+      I.add,
+      I.set(c),
+      I.get(blocks),
+      I.i32(1),
+      I.sub,
+      I.set(blocks),
+    ]),
+  };
+}
+
+/** Rows up to which {@link skinny} kernels exist. */
+export const SKINNY_M = 4;
+
 /** Export names, in module order. */
 export type GemmExports =
   & {
@@ -390,7 +480,8 @@ export function gemmModuleBytes(
   maxPages: number,
 ): Uint8Array<ArrayBuffer> {
   const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
-  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB)], {
+  const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
+  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB), ...thin], {
     shared,
     minPages: 1,
     maxPages,

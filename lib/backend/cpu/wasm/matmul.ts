@@ -17,7 +17,7 @@
 import type { MatmulGeometry } from "../../backend.ts";
 import { type DType, encode, encodeInto } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
-import { ELEM, type Elem, gemmModuleBytes, MR, NR } from "./gemm_module.ts";
+import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled } from "./features.ts";
 import { P } from "./region.ts";
 import { defaultThreads, Pool } from "./pool.ts";
@@ -175,7 +175,12 @@ export function wasmMatmul(
   const cAt = narrowOut ? alloc(cBytes) : out;
   const tBytes = batch * 12;
   const tAt = alloc(tBytes);
+  // Skinny products stream B unpacked (half the bytes for f16/bf16 weights); A is packed once.
+  const thin = m <= SKINNY_M && !g.transB && batch === 1 && k > 0;
+  const aPkBytes = thin ? k * MR * 4 : 0;
+  const aPk = thin ? alloc(aPkBytes) : 0;
   try {
+    if (thin) s.pool.ex[`packA${ae}`](a, g.transA ? 1 : k, g.transA ? m : 1, m, k, aPk);
     const buf = s.memory.buffer;
     if (k === 0) {
       new Uint8Array(buf, out, total * (narrowOut ? 2 : 4)).fill(0);
@@ -191,7 +196,7 @@ export function wasmMatmul(
     const flops = 2 * total * k;
     const parts = flops < SPLIT_FLOPS ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
     // Split batches, else columns (n > m: each thread packs only its own B), else rows.
-    const axis = batch >= parts ? 0 : n > m ? 2 : 1;
+    const axis = thin ? 2 : batch >= parts ? 0 : n > m ? 2 : 1;
     const len = axis === 0 ? batch : axis === 2 ? n : m;
     const unit = axis === 0 ? 1 : axis === 2 ? NR : MR;
     const units = Math.ceil(len / unit);
@@ -208,6 +213,7 @@ export function wasmMatmul(
       J[o + P.j0] = axis === 2 ? lo : 0, J[o + P.j1] = axis === 2 ? hi : n;
       const t = s.packs + part * PER_THREAD;
       J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
+      J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
     });
     if (!narrowOut) return;
     let va: ArrayLike<number> | undefined, vb: ArrayLike<number> = [];
@@ -225,6 +231,7 @@ export function wasmMatmul(
     narrow(outType, cAt, out, total, g, dot, s.memory);
   } finally {
     release(tAt, tBytes);
+    if (aPkBytes) release(aPk, aPkBytes);
     if (narrowOut) release(cAt, cBytes);
   }
 }

@@ -26,6 +26,10 @@ export const P = {
   packA: 14,
   packB: 15,
   tile: 16,
+  /** 1: a skinny product (m ≤ 4, B not transposed, one batch) streamed without packing B. */
+  skinny: 17,
+  /** Byte address of A packed once as `[k][6]` f32 (skinny products). */
+  aPacked: 18,
   /** The job sequence number this slot was assigned (workers run only their own jobs). */
   seq: 31,
   /** Words per slot. */
@@ -58,6 +62,30 @@ export function runRegion(
   const si = ta ? 1 : k, sqa = ta ? m : 1;
   const sqb = tb ? 1 : n, sj = tb ? k : 1;
   const ldc = n * 4, t0 = tile >>> 2;
+  if (J[o + 17] === 1) {
+    // Skinny: B streamed in chunks of 256 rows (its cache lines stay in L1 across the 8-column
+    // blocks of one chunk), A packed once by the caller.
+    const sk = ex["skinny" + m + J[o + 6]], sk32 = ex["skinny" + m + "0"];
+    const aPk = J[o + 18], bP = H[tab + 1], cP = H[tab + 2];
+    const blocks = Math.floor((j1 - j0) / NR), tail = j1 - j0 - blocks * NR;
+    const jt = j0 + blocks * NR, c0 = (cP >>> 2) + jt;
+    for (let pc = 0; pc < k; pc += 256) {
+      const kc = Math.min(256, k - pc), first = pc === 0 ? 1 : 0, ap = aPk + pc * MR * 4;
+      if (blocks > 0) sk(ap, bP + (pc * n + j0) * sb, n * sb, cP + j0 * 4, ldc, kc, blocks, first);
+      if (tail === 0) continue;
+      packB(bP + (pc * n + jt) * sb, n, 1, kc, tail, pb);
+      if (!first) {
+        for (let r = 0; r < m; r++) {
+          for (let c = 0; c < tail; c++) F[t0 + r * NR + c] = F[c0 + r * n + c];
+        }
+      }
+      sk32(ap, pb, NR * 4, tile, NR * 4, kc, 1, first);
+      for (let r = 0; r < m; r++) {
+        for (let c = 0; c < tail; c++) F[c0 + r * n + c] = F[t0 + r * NR + c];
+      }
+    }
+    return;
+  }
   for (let bt = J[o + 8]; bt < J[o + 9]; bt++) {
     const aP = H[tab + 3 * bt], bP = H[tab + 3 * bt + 1], cP = H[tab + 3 * bt + 2];
     for (let jc = j0; jc < j1; jc += NC) {
