@@ -32,6 +32,7 @@ export type {
   Handle,
   MatmulGeometry,
   RandomKind,
+  Recording,
   ReduceOp,
   UnaryOp,
   View,
@@ -40,7 +41,9 @@ export type { Key } from "./lib/prng.ts";
 export type { LearningRate, Optimizer, Schedule } from "./lib/optim/types.ts";
 export { cpu } from "./lib/backend/cpu/cpu.ts";
 export type { HeapStats } from "./lib/backend/cpu/heap.ts";
+export type { FusedKernel, FusedOp, FusedOperand } from "./lib/backend/fused.ts";
 export {
+  type AllMemoryInfo,
   arange,
   dispose,
   full,
@@ -67,9 +70,10 @@ export {
   type OpTag,
 } from "./lib/op.ts";
 export {
+  type CompileOptions,
   jit,
-  type Jitted,
   type JitOptions,
+  type Jitted,
   type JittedStep,
   type ProgramStats,
 } from "./lib/jit/mod.ts";

@@ -199,7 +199,17 @@ function sameDevice(op: string, inputs: readonly Tensor[]): Backend {
   return dev;
 }
 
-function run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
+/** Inside a trace that allows captures, replace tensors the function closes over by tracers. */
+function liftCaptured(inputs: readonly Tensor[]): readonly Tensor[] {
+  const tracing = inputs.find((t) => t.device.tracing)?.device as
+    | { lift?: (t: Tensor) => Tensor | undefined }
+    | undefined;
+  if (!tracing?.lift) return inputs;
+  return inputs.map((t) => t.device === tracing as unknown ? t : tracing.lift!(t) ?? t);
+}
+
+function run<A>(op: OpDef<A>, given: readonly Tensor[], attrs: A): Tensor {
+  const inputs = liftCaptured(given);
   depth++;
   let out: Tensor;
   try {

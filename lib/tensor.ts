@@ -93,6 +93,8 @@ export class Tensor {
 
   #live(): DataRef {
     if (!this.#ref) {
+      const why = retiredWhy.get(this);
+      if (why) throw new Error(why);
       throw new Error(
         `This ${this.dtype} tensor of shape [${this.shape}] was disposed; keep it alive with ` +
           "keep(t) or return it from tidy(fn) if you still need it.",
@@ -167,6 +169,18 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.dtype}[${this.shape}] on ${this.#ref?.backend.name ?? "disposed"})`;
   }
+}
+
+/** Why a tensor was retired (see {@linkcode retire}), for the error a later use gives. */
+const retiredWhy = new WeakMap<Tensor, string>();
+
+/**
+ * @internal Dispose `t` and make any later use of it fail with `why` (jit retires its tracers:
+ * a tracer used after its trace escaped through closure state).
+ */
+export function retire(t: Tensor, why: string): void {
+  retiredWhy.set(t, why);
+  t.dispose();
 }
 
 // ---------------------------------------------------------------------------------------------

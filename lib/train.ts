@@ -31,6 +31,8 @@ import { leaves } from "./tree.ts";
 import { add, astype } from "./ops/elementwise.ts";
 import { concat, reshape } from "./ops/shape.ts";
 import type { Optimizer } from "./optim/types.ts";
+import { jitFunction } from "./jit/jit.ts";
+import { jitStep } from "./jit/step.ts";
 
 /** Everything a training run carries from step to step. Plain data: trees of tensors. */
 export interface TrainState<P = unknown, O = unknown> {
@@ -246,6 +248,11 @@ export interface FitOptions {
   logEvery?: number;
   /** Called with each log entry. */
   onLog?: (entry: LogEntry) => void;
+  /**
+   * Compile the step with `jit` (default true): traced once per batch signature, then replayed;
+   * bitwise equal to the eager step. `false` runs it eagerly, op by op (the reference).
+   */
+  jit?: boolean;
 }
 
 /**
@@ -281,6 +288,7 @@ export async function fit<B>(
 ): Promise<{ state: TrainState; history: LogEntry[] }> {
   const epochs = opts.epochs ?? 1;
   const logEvery = opts.logEvery ?? 100;
+  const run = opts.jit === false ? step : jitStep(step);
   const history: LogEntry[] = [];
   const callers = leaves(state);
   let current = state;
@@ -314,7 +322,7 @@ export async function fit<B>(
   };
   for (epoch = 0; epoch < epochs; epoch++) {
     for (const [batch, made] of pullBatches(batches, epoch, () => [callers, current, last])) {
-      const [next, metrics] = step(current, batch);
+      const [next, metrics] = run(current, batch);
       const acc = tidy(() => ({
         loss: lossSum ? add(lossSum, metrics.loss) : add(metrics.loss, 0),
         skipped: metrics.skipped
@@ -385,7 +393,8 @@ async function readScalars(xs: readonly Tensor[]): Promise<number[]> {
  * Run `fn` over `batches` without gradients and return the sum and the mean (over batches) of
  * each scalar metric it returns. Sums are accumulated on the device and read once. Batches
  * follow `fit`'s rule: tensors created while pulling a batch are freed after it, prepared ones
- * stay the caller's.
+ * stay the caller's. `fn` is jitted (`{ jit: false }` runs it eagerly); the tensors it closes
+ * over (the params) are inputs of the compiled program, held until `evaluate` returns.
  *
  * @example
  * ```ts
@@ -395,12 +404,15 @@ async function readScalars(xs: readonly Tensor[]): Promise<number[]> {
 export async function evaluate<B>(
   fn: (batch: B) => Record<string, Tensor>,
   batches: Iterable<B>,
+  opts: { jit?: boolean } = {},
 ): Promise<{ sum: Record<string, number>; mean: Record<string, number>; batches: number }> {
+  // Jitted by default; tensors `fn` closes over (the params) become inputs of the program.
+  const metricsOf = opts.jit === false ? fn : jitFunction(fn, { captureInputs: true });
   let acc: Record<string, Tensor> | undefined;
   let n = 0;
   for (const [batch, made] of pullBatches(batches, 0, () => [])) {
     const nextAcc: Record<string, Tensor> = tidy(() => {
-      const m = fn(batch);
+      const m = metricsOf(batch);
       const out: Record<string, Tensor> = {};
       for (const [k, v] of Object.entries(m)) out[k] = add(acc?.[k] ?? 0, v);
       return out;
@@ -410,6 +422,7 @@ export async function evaluate<B>(
     acc = nextAcc;
     n++;
   }
+  if (metricsOf !== fn) (metricsOf as typeof metricsOf & { clear(): void }).clear();
   const sum: Record<string, number> = {};
   const mean: Record<string, number> = {};
   const entries = Object.entries(acc ?? {});

@@ -12,12 +12,19 @@
  */
 import type { Backend, Handle } from "../backend/backend.ts";
 import { isKey, type Key } from "../prng.ts";
-import { fromHandle, shareBuffer, Tensor, tidy } from "../tensor.ts";
+import { created, fromHandle, retire, shareBuffer, Tensor, tidy } from "../tensor.ts";
 import { compile, type CompileOptions, type Program, type ProgramStats } from "./program.ts";
 import { isTracing, recorder, traceBackend, type TraceHandle } from "./trace.ts";
 
 /** Options of {@linkcode jit}. */
-export interface JitOptions extends CompileOptions {}
+export interface JitOptions extends CompileOptions {
+  /**
+   * Tensors the function closes over become extra inputs of the program instead of an error:
+   * the program keeps a reference to each (freed by `clear()`), so every call sees the values
+   * the trace saw. `evaluate` uses this for a metric function that closes over the params.
+   */
+  readonly captureInputs?: boolean;
+}
 
 /** What a jitted function adds: its cache, for tests and benchmarks. */
 export interface Jitted {
@@ -27,7 +34,7 @@ export interface Jitted {
   readonly traces: number;
   /** Stats of the program compiled for the last call's signature. */
   readonly lastStats: ProgramStats | undefined;
-  /** Free every compiled program's constants and empty the cache. */
+  /** Free every compiled program's constants (and captured tensors); empty the cache. */
   clear(): void;
 }
 
@@ -133,6 +140,8 @@ function fill(tree: unknown, outs: readonly Tensor[]): unknown {
 interface Compiled {
   readonly program: Program;
   readonly template: Template;
+  /** Tensors the function closed over (with `captureInputs`), inputs after the arguments. */
+  readonly captured: readonly Tensor[];
 }
 
 function deviceOf(tensors: readonly Tensor[]): Backend | undefined {
@@ -156,49 +165,58 @@ function traceAndCompile(
   device: Backend,
   opts: JitOptions,
 ): Compiled {
-  const rec = recorder(flat.keys);
+  const rec = recorder(flat.keys, flat.tensors.length, opts.captureInputs ?? false);
   const dev = traceBackend(device, rec);
   let template: Template | undefined;
   let outIds: number[] = [];
   try {
     tidy(() => {
-      const tracers = flat.tensors.map((t, i) =>
-        fromHandle(dev, dev.input(i, t.dtype, t.size), t.dtype, t.shape)
-      );
-      const result = fn(...rebuild(args, tracers));
-      if (result && typeof (result as { then?: unknown }).then === "function") {
-        (result as Promise<unknown>).then(() => {}, () => {});
-        throw new Error(
-          "jit: the function returned a Promise; a jitted function must be synchronous " +
-            "(values cannot be read inside it with await t.data(): return the tensors instead)",
-        );
-      }
-      if (rec.readAttempt) {
-        throw new Error(
-          `jit: the function tried to read the values of a ${rec.readAttempt} tensor while ` +
-            "being traced; values cannot be read inside a jitted function: return the tensor " +
-            "and read it after the call",
-        );
-      }
-      const { t, leaves } = templateOf(result, (x, path) => {
-        if (x.disposed || x.device !== dev) {
-          throw new Error(
-            `jit: ${path} is a tensor that does not come from the function's arguments ` +
-              `(${x.dtype}[${x.shape}] on ${x.disposed ? "a disposed buffer" : x.device.name}); ` +
-              "pass every tensor the function uses as an argument",
-          );
-        }
-      });
-      template = t;
-      outIds = leaves.map((l) => (l.handle as TraceHandle).id);
-      return undefined;
+      const [, made] = created(() => trace());
+      // Retire the tracers: one kept in closure state and used later fails with this message.
+      for (const t of made) if (!t.disposed && t.device === dev) retire(t, ESCAPED);
     });
   } finally {
     rec.closed = true;
+    for (const t of rec.liftedTracers.values()) retire(t, ESCAPED);
   }
   const program = compile({ nodes: rec.nodes, outputs: outIds }, device, opts);
-  return { program, template: template! };
+  return { program, template: template!, captured: rec.captured };
+
+  function trace(): void {
+    const tracers = flat.tensors.map((t, i) =>
+      fromHandle(dev, dev.input(i, t.dtype, t.size), t.dtype, t.shape)
+    );
+    const result = fn(...rebuild(args, tracers));
+    if (result && typeof (result as { then?: unknown }).then === "function") {
+      (result as Promise<unknown>).then(() => {}, () => {});
+      throw new Error(
+        "jit: the function returned a Promise; a jitted function must be synchronous " +
+          "(values cannot be read inside it with await t.data(): return the tensors instead)",
+      );
+    }
+    if (rec.readAttempt) {
+      throw new Error(
+        `jit: the function tried to read the values of a ${rec.readAttempt} tensor while ` +
+          "being traced; values cannot be read inside a jitted function: return the tensor " +
+          "and read it after the call",
+      );
+    }
+    const { t, leaves } = templateOf(result, (x, path) => {
+      if (x.disposed || x.device !== dev) {
+        throw new Error(
+          `jit: ${path} is a tensor that does not come from the function's arguments ` +
+            `(${x.dtype}[${x.shape}] on ${x.disposed ? "a disposed buffer" : x.device.name}); ` +
+            "pass every tensor the function uses as an argument",
+        );
+      }
+    });
+    template = t;
+    outIds = leaves.map((l) => (l.handle as TraceHandle).id);
+  }
 }
+
+const ESCAPED = "jit: a tensor from a finished trace was used; a jitted function must not keep " +
+  "traced tensors in closure state (a side effect): return them and pass them back as arguments";
 
 /**
  * Compile `fn`, a pure function of tensor trees, for each signature it is called with. A
@@ -233,13 +251,14 @@ export function jitFunction<F extends (...args: never[]) => unknown>(
       cache.set(key, c);
     }
     last = c;
-    const handles = c.program.run(flat.tensors.map((t) => t.handle), flat.keys);
+    const all = [...flat.tensors, ...c.captured];
+    const handles = c.program.run(all.map((t) => t.handle), flat.keys);
     const { shapes, dtypes } = c.template;
     const seen = new Map<Handle, Tensor>();
     const outs = handles.map((h, i) => {
       const p = c!.program.passthrough[i];
       if (p >= 0) {
-        const x = flat.tensors[p];
+        const x = all[p];
         return x.shape.join() === shapes[i].join() ? x : shareBuffer(x, shapes[i]);
       }
       const prev = seen.get(h);
@@ -256,7 +275,10 @@ export function jitFunction<F extends (...args: never[]) => unknown>(
     lastStats: { get: () => last?.program.stats },
     clear: {
       value: () => {
-        for (const c of cache.values()) c.program.dispose();
+        for (const c of cache.values()) {
+          c.program.dispose();
+          for (const t of c.captured) t.dispose();
+        }
         cache.clear();
       },
     },

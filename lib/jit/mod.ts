@@ -8,7 +8,7 @@ import { jitFunction, type JitOptions, type Jitted } from "./jit.ts";
 import { jitStep, type JittedStep } from "./step.ts";
 
 export type { JitOptions, Jitted, JittedStep };
-export type { ProgramStats } from "./program.ts";
+export type { CompileOptions, ProgramStats } from "./program.ts";
 
 function isStep(x: unknown): x is Step<unknown> {
   return typeof x === "function" && "parts" in x && "init" in x;

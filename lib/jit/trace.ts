@@ -10,6 +10,7 @@ import type { DType, Storage } from "../dtype.ts";
 import type { Arg, Backend, Handle, View } from "../backend/backend.ts";
 import type { Key } from "../prng.ts";
 import type { Node, NodeOp, ViewRef } from "./graph.ts";
+import { fromHandle, keep, shareBuffer, type Tensor } from "../tensor.ts";
 
 /** A buffer of the tracing device: the id of the node that makes it. */
 export interface TraceHandle {
@@ -29,11 +30,37 @@ export interface Recorder {
   closed: boolean;
   /** Set when the traced function tried to read values. */
   readAttempt?: string;
+  /**
+   * Whether tensors the function closes over become extra inputs (`evaluate` uses this for
+   * its closure over the params); otherwise a captured tensor is an error.
+   */
+  readonly allowCapture: boolean;
+  /**
+   * References to the captured tensors (held by the compiled program), in the order their
+   * input nodes were made (after the arguments).
+   */
+  readonly captured: Tensor[];
+  /** Tracers made for captured tensors (freed when the trace ends). */
+  readonly liftedTracers: Map<Tensor, Tensor>;
+  /** Number of argument tensors (captured inputs are numbered after them). */
+  readonly argCount: number;
 }
 
 /** Make a recorder for one trace. */
-export function recorder(keys: readonly Key[]): Recorder {
-  return { nodes: [], keys, closed: false };
+export function recorder(
+  keys: readonly Key[],
+  argCount: number,
+  allowCapture = false,
+): Recorder {
+  return {
+    nodes: [],
+    keys,
+    closed: false,
+    allowCapture,
+    captured: [],
+    liftedTracers: new Map(),
+    argCount,
+  };
 }
 
 /** Whether a backend is a tracing device. */
@@ -49,6 +76,11 @@ export interface TraceBackend extends Backend {
   readonly rec: Recorder;
   /** Record an input node (argument leaf `index`) and return its handle. */
   input(index: number, dtype: DType, size: number): TraceHandle;
+  /**
+   * The tracer standing for a tensor of the target device that the function closes over, or
+   * `undefined` when this trace does not allow captures (then it is an error).
+   */
+  lift(t: Tensor): Tensor | undefined;
 }
 
 /**
@@ -87,13 +119,25 @@ export function traceBackend(target: Backend, rec: Recorder): TraceBackend {
     return { id: rec.nodes.length - 1, rec };
   };
   const sizeOf = (v: View) => v.shape.reduce((p, d) => p * d, 1);
-  return {
+  const dev: TraceBackend = {
     kind: target.kind,
     name: `jit(${target.name})`,
     tracing: true,
     target,
     rec,
     input: (index, dtype, size) => node({ op: "input", index }, dtype, size),
+    lift(t) {
+      if (!rec.allowCapture || t.device !== target) return undefined;
+      let tracer = rec.liftedTracers.get(t);
+      if (!tracer) {
+        const h = node({ op: "input", index: rec.argCount + rec.captured.length }, t.dtype, t.size);
+        // The program holds its own reference, so the value stays what the trace saw.
+        rec.captured.push(keep(shareBuffer(t, t.shape)));
+        tracer = keep(fromHandle(dev, h, t.dtype, t.shape));
+        rec.liftedTracers.set(t, tracer);
+      }
+      return tracer;
+    },
     unsupported: (d) => target.unsupported(d),
     upload: (dtype: DType, data: Storage) =>
       node({ op: "const", data: data.slice() }, dtype, data.length),
@@ -165,4 +209,5 @@ export function traceBackend(target: Backend, rec: Recorder): TraceBackend {
         codes.size,
       ),
   };
+  return dev;
 }
