@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "./fc.ts";
-import { memory, type Tensor, tensor, tidy } from "../mod.ts";
+import { add, memory, type Tensor, tensor, tidy } from "../mod.ts";
 import { oneMinusPow } from "../lib/optim/bias_correction.ts";
 
 const F = 320n; // fixed-point fraction bits of the oracle
@@ -163,4 +163,15 @@ Deno.test("oneMinusPow: b = 0 and b = 1, any shape, integer-valued f32 counts", 
   assert.equal(s.dtype, "f32");
   for (const x of [t, z, o, s] as Tensor[]) x.dispose();
   assert.throws(() => oneMinusPow(1.5, t), /b must be in \[0, 1\]/);
+});
+
+Deno.test("oneMinusPow under jit: the tables become constants, bits equal eager", async () => {
+  const { jit } = await import("../lib/jit/mod.ts");
+  const f = jit((c: Tensor) => oneMinusPow(0.999, add(c, 1)));
+  const ts = Float32Array.from({ length: 5000 }, (_, i) => i * 3);
+  const c = tensor(ts);
+  const [e, j1, j2] = [tidy(() => oneMinusPow(0.999, add(c, 1))), f(c), f(c)];
+  const eager = await e.data();
+  for (const j of [j1, j2]) assert.deepEqual(await j.data(), eager);
+  for (const t of [c, e, j1, j2]) t.dispose();
 });
