@@ -24,6 +24,8 @@ export interface Kernel {
   readonly inputs: number;
   /** u32 words of uniform parameters (binding 0). */
   readonly params: number;
+  /** Storage outputs after the inputs (default 1; fused kernels bind several). */
+  readonly outputs?: number;
   /** Binds the index-error flag as `E` after `O` (kernels that call `indexError`). */
   readonly errors?: boolean;
 }
@@ -31,7 +33,8 @@ export interface Kernel {
 /** Device state shared by the kernels of one backend instance. */
 export interface Ctx {
   readonly device: GPUDevice;
-  readonly pool: BufferPool;
+  /** The buffer pool (a recording swaps in its own while it records, see record.ts). */
+  pool: BufferPool;
   /** Whether `shader-f16` is enabled. */
   readonly f16: boolean;
   readonly maxGroups: number;
@@ -55,6 +58,22 @@ export interface Ctx {
   flushScheduled: boolean;
   /** The index-error flag (`INDEX_ERROR_WORDS` u32s), made by the first kernel that binds it. */
   indexErrors: GPUBuffer | undefined;
+  /** Set while `record` captures commands instead of encoding them (see record.ts). */
+  recorder?: Recorder;
+}
+
+/** What `dispatch` and `commandEncoder` hand to a recording instead of encoding (record.ts). */
+export interface Recorder {
+  /** One dispatch: its bindings except the uniform (binding 0), which the recording builds. */
+  dispatch(
+    pipe: GPUComputePipeline,
+    layout: GPUBindGroupLayout,
+    entries: readonly GPUBindGroupEntry[],
+    params: Uint32Array,
+    groups: readonly [number, number, number],
+  ): void;
+  /** Stands in for the command encoder (clearBuffer, copyBufferToBuffer). */
+  readonly encoder: GPUCommandEncoder;
 }
 
 let mapCount = 0;
@@ -164,7 +183,8 @@ function paramWords(k: { params: number }): number {
  */
 function layoutFor(ctx: Ctx, k: Kernel) {
   const words = paramWords(k);
-  const key = `${k.inputs}:${words}${k.errors ? ":E" : ""}`;
+  const outs = k.outputs ?? 1;
+  const key = `${k.inputs}:${words}${k.errors ? ":E" : ""}${outs === 1 ? "" : `:o${outs}`}`;
   let l = ctx.layouts.get(key);
   if (!l) {
     const entries: GPUBindGroupLayoutEntry[] = [
@@ -173,9 +193,11 @@ function layoutFor(ctx: Ctx, k: Kernel) {
     for (let i = 1; i <= k.inputs; i++) {
       entries.push({ binding: i, visibility: 4, buffer: { type: "read-only-storage" } });
     }
-    entries.push({ binding: k.inputs + 1, visibility: 4, buffer: { type: "storage" } });
+    for (let j = 1; j <= outs; j++) {
+      entries.push({ binding: k.inputs + j, visibility: 4, buffer: { type: "storage" } });
+    }
     if (k.errors) {
-      entries.push({ binding: k.inputs + 2, visibility: 4, buffer: { type: "storage" } });
+      entries.push({ binding: k.inputs + outs + 1, visibility: 4, buffer: { type: "storage" } });
     }
     const bind = ctx.device.createBindGroupLayout({ entries });
     l = { bind, pipe: ctx.device.createPipelineLayout({ bindGroupLayouts: [bind] }) };
@@ -266,6 +288,7 @@ function computePass(ctx: Ctx): GPUComputePassEncoder {
  * ```
  */
 export function commandEncoder(ctx: Ctx): GPUCommandEncoder {
+  if (ctx.recorder) return ctx.recorder.encoder;
   if (ctx.pass) {
     ctx.pass.end();
     ctx.pass = undefined;
@@ -319,7 +342,7 @@ export function dispatch(
   ctx: Ctx,
   k: Kernel,
   inputs: readonly GPUBuffer[],
-  out: GPUBuffer,
+  out: GPUBuffer | readonly GPUBuffer[],
   params: ArrayLike<number>,
   groups: number | readonly [number, number, number],
 ): void {
@@ -327,15 +350,27 @@ export function dispatch(
   const words = paramWords(k);
   const data = new Uint32Array(words);
   for (let i = 0; i < params.length; i++) data[i] = params[i];
+  const outs: readonly GPUBuffer[] = Array.isArray(out) ? out : [out as GPUBuffer];
+  const entries: GPUBindGroupEntry[] = [];
+  inputs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
+  outs.forEach((b, j) => entries.push({ binding: inputs.length + 1 + j, resource: { buffer: b } }));
+  if (k.errors) {
+    entries.push({
+      binding: inputs.length + outs.length + 1,
+      resource: { buffer: indexErrorBuffer(ctx) },
+    });
+  }
+  const xyz: readonly [number, number, number] = typeof groups === "number"
+    ? [...grid(ctx, groups), 1]
+    : groups;
+  if (ctx.recorder) {
+    ctx.recorder.dispatch(pipe, layoutFor(ctx, k).bind, entries, data, xyz);
+    return;
+  }
   const ub = ctx.pool.acquire("uniform", words * 4);
   ctx.device.queue.writeBuffer(ub, 0, data);
   ctx.pendingParams.push(ub);
-  const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ub, size: words * 4 } }];
-  inputs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
-  entries.push({ binding: inputs.length + 1, resource: { buffer: out } });
-  if (k.errors) {
-    entries.push({ binding: inputs.length + 2, resource: { buffer: indexErrorBuffer(ctx) } });
-  }
+  entries.unshift({ binding: 0, resource: { buffer: ub, size: words * 4 } });
   const bind = ctx.device.createBindGroup({
     layout: layoutFor(ctx, k).bind,
     entries,
@@ -343,12 +378,7 @@ export function dispatch(
   const pass = computePass(ctx);
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bind);
-  if (typeof groups === "number") {
-    const [x, y] = grid(ctx, groups);
-    pass.dispatchWorkgroups(x, y, 1);
-  } else {
-    pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
-  }
+  pass.dispatchWorkgroups(xyz[0], xyz[1], xyz[2]);
   ctx.pending++;
   if (ctx.pending >= MAX_PENDING) flush(ctx);
   else scheduleFlush(ctx);

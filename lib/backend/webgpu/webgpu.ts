@@ -31,7 +31,8 @@
  */
 import type { DType, Storage } from "../../dtype.ts";
 import { byteSize, storageFor } from "../../dtype.ts";
-import type { Arg, Backend, Handle } from "../backend.ts";
+import type { Arg, Backend, Handle, View } from "../backend.ts";
+import type { FusedKernel } from "../fused.ts";
 import {
   allocate,
   checkAlive,
@@ -49,6 +50,8 @@ import { concat, gather, scatterAdd } from "./indexing.ts";
 import { random } from "./random.ts";
 import { dequantize, quantize } from "./quantize.ts";
 import type { PoolStats } from "./pool.ts";
+import { probeFma, runFused } from "./fused.ts";
+import { record } from "./record.ts";
 
 export { readbackCount };
 
@@ -69,6 +72,11 @@ export interface WebGPUOptions {
    * and 4 on hardware GPUs, which keeps more workgroups in flight on mid-sized products.
    */
   matmulBlock?: 4 | 8;
+  /**
+   * Keep every f32 result of a fused kernel opaque to the shader compiler (ORed with a uniform
+   * zero), as is done anyway when the device is found to contract products into sums. For tests.
+   */
+  opaqueFusion?: boolean;
 }
 
 /** Optional GPU features the backend found and enabled. */
@@ -77,6 +85,12 @@ export interface WebGPUFeatures {
   readonly shaderF16: boolean;
   /** `subgroups` is offered by the adapter (not used yet). */
   readonly subgroups: boolean;
+  /**
+   * The shader compiler contracted an f32 product and a following sum of one shader into an
+   * FMA in the probe run at creation; fused kernels then keep each f32 result opaque, so jit
+   * stays bitwise equal to eager kernels.
+   */
+  readonly fmaContraction: boolean;
 }
 
 /** Device limits that matter to the kernels (requested at the adapter's maximum). */
@@ -176,22 +190,33 @@ export async function webgpu(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
   }
   const ctx = makeCtx(device, name, hasF16, opts.maxWorkgroupsPerDimension, block);
   const dl = device.limits;
-  return makeBackend(ctx, desc, {
-    shaderF16: hasF16,
-    subgroups: adapter.features.has("subgroups" as GPUFeatureName),
-  }, {
-    maxBufferSize: dl.maxBufferSize,
-    maxStorageBufferBindingSize: dl.maxStorageBufferBindingSize,
-    maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
-    maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupStorageSize: dl.maxComputeWorkgroupStorageSize,
-  });
+  const fmaContraction = (await probeFma(ctx, false)) !== 0;
+  return makeBackend(
+    ctx,
+    desc,
+    {
+      shaderF16: hasF16,
+      subgroups: adapter.features.has("subgroups" as GPUFeatureName),
+      fmaContraction,
+    },
+    fmaContraction || opts.opaqueFusion === true,
+    dl.maxStorageBuffersPerShaderStage,
+    {
+      maxBufferSize: dl.maxBufferSize,
+      maxStorageBufferBindingSize: dl.maxStorageBufferBindingSize,
+      maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
+      maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupStorageSize: dl.maxComputeWorkgroupStorageSize,
+    },
+  );
 }
 
 function makeBackend(
   ctx: Ctx,
   adapter: string,
   features: WebGPUFeatures,
+  opaque: boolean,
+  maxFusedBuffers: number,
   limits: WebGPULimits,
 ): WebGPUBackend {
   return {
@@ -247,5 +272,8 @@ function makeBackend(
     quantize: (x, absmax, map, bs, guard) => quantize(ctx, x, absmax, map, bs, guard),
     dequantize: (codes, absmax, map, bs, outDtype) =>
       dequantize(ctx, codes, absmax, map, bs, outDtype),
+    fused: (k: FusedKernel, inputs: readonly View[]) => runFused(ctx, k, inputs, opaque),
+    maxFusedBuffers,
+    record: (inputs, body) => record(ctx, inputs, body),
   };
 }

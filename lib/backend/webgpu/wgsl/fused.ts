@@ -1,0 +1,254 @@
+/**
+ * WGSL of a fused elementwise kernel ({@linkcode FusedKernel}): each operation becomes one WGSL
+ * function over raw lane bits whose body is the very lane code of the eager kernel
+ * (`unaryLane`, `binaryLane`, `whereLane`, `castLane`), so every operation decodes its operands
+ * and rounds its result exactly as the eager kernel does when it loads from and stores to
+ * memory. Sizes, strides, offsets and immediates are u32 words of the uniform block (never WGSL
+ * literals), so one pipeline serves every size and every scalar value of a structure.
+ *
+ * One invocation computes `P` consecutive elements, `P` the most elements per word among the
+ * outputs, and writes whole words of every output (packed outputs never race).
+ *
+ * Parameters: `[n, per input: offset (+ shape[0..R) and strides[0..R) when strided),
+ * immediates…, zero]`. `zero` is always 0: with `opaque` set, every f32 result is ORed with it
+ * before its consumers read it, so a compiler cannot contract a product into a later sum (FMA)
+ * or otherwise rewrite across operations the eager kernels keep apart.
+ *
+ * @example
+ * ```ts
+ * const spec = fusedSpec(kernel, [{ mode: "contig", rank: 1 }], false);
+ * const k = fusedKernel(spec); // runtime Kernel: key, code, bindings
+ * ```
+ *
+ * @module
+ */
+import type { DType } from "../../../dtype.ts";
+import { type FusedKernel, fusedKey, type FusedOperand, operandDtype } from "../../fused.ts";
+import type { Kernel } from "../runtime.ts";
+import type { Mode } from "../views.ts";
+import { helpers, perWord, rawLoad, rawToF32, toI32 } from "./dtype.ts";
+import { binaryLane, castLane, unaryLane, whereLane } from "./elementwise.ts";
+import { type Lane, type Vals, WG } from "./map.ts";
+
+/** How one input is indexed: its coalesced mode and rank (strided inputs only). */
+export interface FusedIn {
+  readonly mode: Mode;
+  readonly rank: number;
+}
+
+/** A fused kernel's compile-time signature: the kernel structure plus input indexing. */
+export interface FusedSpec {
+  readonly kernel: FusedKernel;
+  readonly ins: readonly FusedIn[];
+  /** Keep every f32 result opaque to the compiler (see the module doc). */
+  readonly opaque: boolean;
+}
+
+/** Elements per invocation: the most elements per word among the outputs. */
+export function fusedPer(k: FusedKernel): number {
+  return Math.max(1, ...k.outputs.map((o) => perWord(k.ops[o].dtype)));
+}
+
+/** Index of the first immediate in the parameters. */
+function immBase(spec: Pick<FusedSpec, "ins">): number {
+  let n = 1;
+  for (const x of spec.ins) n += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
+  return n;
+}
+
+/**
+ * The runtime kernel of a fused signature (cache key, WGSL, binding counts).
+ *
+ * @example
+ * ```ts
+ * fusedKernel(spec).key; // "fused:f32|f32|b:mul:i0:m0:f32|0:contig:o0"
+ * ```
+ */
+export function fusedKernel(spec: FusedSpec): Kernel {
+  const base = immBase(spec);
+  const params = base + spec.kernel.immediates.length + 1;
+  const modes = spec.ins.map((x) => x.mode === "strided" ? `s${x.rank}` : x.mode[0]).join(",");
+  return {
+    key: `fused:${fusedKey(spec.kernel)}:${modes}:o${spec.opaque ? 1 : 0}`,
+    inputs: spec.ins.length,
+    outputs: spec.kernel.outputs.length,
+    params,
+    code: () => fusedCode(spec, base, params),
+  };
+}
+
+/** The raw lane bits (u32) of an immediate `value` of dtype `d`, as a 0-d tensor stores it. */
+export function immediateBits(d: DType, bits: Uint8Array): number {
+  let lane = 0;
+  for (let i = bits.length - 1; i >= 0; i--) lane = lane * 256 + bits[i];
+  return d === "bool" ? (lane !== 0 ? 1 : 0) : lane >>> 0;
+}
+
+/** The eager lane code of operation `i` (its operand dtypes and output dtype). */
+function opLane(k: FusedKernel, i: number): { lane: (v: Vals) => Lane; args: FusedOperand[] } {
+  const op = k.ops[i];
+  const d = (o: FusedOperand) => operandDtype(k, o);
+  switch (op.op) {
+    case "unary":
+      return { lane: unaryLane(op.kind, d(op.x), op.dtype), args: [op.x] };
+    case "binary":
+      return { lane: binaryLane(op.kind, [d(op.a), d(op.b)], op.dtype), args: [op.a, op.b] };
+    case "where":
+      return {
+        lane: whereLane([d(op.c), d(op.a), d(op.b)], op.dtype),
+        args: [op.c, op.a, op.b],
+      };
+    case "cast":
+      return { lane: castLane(d(op.x), op.dtype, op.opts), args: [op.x] };
+  }
+}
+
+function fusedCode(spec: FusedSpec, base: number, params: number): string {
+  const k = spec.kernel;
+  const deps = new Set<string>();
+  const modules = new Set<string>();
+  const fns: string[] = [];
+  // One function per operation, its body the eager lane code over raw argument bits.
+  k.ops.forEach((_, i) => {
+    const { lane, args } = opLane(k, i);
+    const dts = args.map((a) => operandDtype(k, a));
+    const vals: Vals = {
+      raw: (j) => `a${j}`,
+      f: (j) => {
+        const l = rawToF32(dts[j], `a${j}`);
+        l.deps.forEach((n) => deps.add(n));
+        return l.expr;
+      },
+      i: (j) => toI32(dts[j], `a${j}`),
+      extra: () => {
+        throw new Error("webgpu: internal error, a fused operation has no extra parameters");
+      },
+    };
+    const l = lane(vals);
+    l.deps.forEach((n) => deps.add(n));
+    if (l.module) modules.add(l.module);
+    const sig = args.map((_, j) => `a${j}: u32`).join(", ");
+    fns.push(`fn op${i}(${sig}) -> u32 {\n${l.code}\n  return ${l.bits};\n}`);
+  });
+  // Input loads for element e, each view indexed on its own.
+  const body: string[] = [];
+  let at = 1;
+  spec.ins.forEach((x, j) => {
+    const off = `p(${at}u)`;
+    const dt = k.inputs[j];
+    if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, `${off} + e`)};`);
+    else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, off)};`);
+    else {
+      body.push(`  var o${j} = ${off};`, "  { var rem = e;");
+      for (let d = x.rank - 1; d >= 0; d--) {
+        body.push(
+          `    { let s = p(${at + 1 + d}u); let q = rem / s;` +
+            ` o${j} = o${j} + (rem - q * s) * p(${at + 1 + x.rank + d}u); rem = q; }`,
+        );
+      }
+      body.push("  }", `  let r${j} = ${rawLoad(`I${j}`, dt, `o${j}`)};`);
+    }
+    at += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
+  });
+  const zero = `p(${base + k.immediates.length}u)`;
+  if (spec.opaque) body.push(`  let z = ${zero};`);
+  const ref = (o: FusedOperand) =>
+    o.kind === "input" ? `r${o.index}` : o.kind === "imm" ? `p(${base + o.index}u)` : `t${o.index}`;
+  k.ops.forEach((op, i) => {
+    const call = `op${i}(${opLane(k, i).args.map(ref).join(", ")})`;
+    body.push(`  let t${i} = ${spec.opaque && op.dtype === "f32" ? `${call} | z` : call};`);
+  });
+  const m = k.outputs.length;
+  const fields = k.outputs.map((_, j) => `v${j}: u32`).join(", ");
+  body.push(`  return Outs(${k.outputs.map((o) => `t${o}`).join(", ")});`);
+  // main: P lanes, then whole words of each output.
+  const P = fusedPer(k);
+  const decl = [
+    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.ceil(params / 4)}>;`,
+    ...spec.ins.map((_, j) => `@group(0) @binding(${j + 1}) var<storage, read> I${j}: array<u32>;`),
+    ...k.outputs.map((_, j) =>
+      `@group(0) @binding(${spec.ins.length + 1 + j}) var<storage, read_write> O${j}: array<u32>;`
+    ),
+    "fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }",
+  ];
+  const main: string[] = [
+    `  let wi = g.x + g.y * nw.x * ${WG}u;`,
+    "  let n = p(0u);",
+    `  let e0 = wi * ${P}u;`,
+    "  if (e0 >= n) { return; }",
+    "  let s0 = lane(e0);",
+  ];
+  const none = `Outs(${k.outputs.map(() => "0u").join(", ")})`;
+  for (let l = 1; l < P; l++) {
+    main.push(`  var s${l} = ${none};`, `  if (e0 + ${l}u < n) { s${l} = lane(e0 + ${l}u); }`);
+  }
+  k.outputs.forEach((o, j) => {
+    const per = perWord(k.ops[o].dtype);
+    const bits = 32 / per;
+    for (let q = 0; q < P / per; q++) {
+      const parts: string[] = [];
+      for (let l = 0; l < per; l++) {
+        const s = `s${q * per + l}.v${j}`;
+        parts.push(l === 0 ? s : `(${s} << ${l * bits}u)`);
+      }
+      const cond = q === 0 ? "" : `if (e0 + ${q * per}u < n) `;
+      main.push(`  ${cond}{ O${j}[wi * ${P / per}u + ${q}u] = ${parts.join(" | ")}; }`);
+    }
+  });
+  return `${decl.join("\n")}
+${helpers(deps)}
+${[...modules].join("\n")}
+struct Outs { ${fields}${m ? "" : "v: u32"} }
+${fns.join("\n")}
+fn lane(e: u32) -> Outs {
+${body.join("\n")}
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+${main.join("\n")}
+}`;
+}
+
+/**
+ * Uniform words of a fused kernel: element count, per-input offsets (and shapes and strides),
+ * the immediates' lane bits and the zero word.
+ *
+ * @example
+ * ```ts
+ * fusedParams(spec, 8, [{ shape: [8], strides: [1], offset: 0 }], [0x40000000]);
+ * ```
+ */
+export function fusedParams(
+  spec: Pick<FusedSpec, "ins">,
+  n: number,
+  views: readonly {
+    readonly shape: readonly number[];
+    readonly strides: readonly number[];
+    readonly offset: number;
+  }[],
+  immediates: readonly number[],
+): number[] {
+  const out = [n];
+  spec.ins.forEach((x, j) => {
+    const v = views[j];
+    out.push(v.offset);
+    if (x.mode === "strided") {
+      for (const s of v.shape) out.push(s);
+      for (const s of v.strides) out.push(s >>> 0);
+    }
+  });
+  out.push(...immediates, 0);
+  return out;
+}
+
+/**
+ * Workgroups of a fused kernel over `n` elements.
+ *
+ * @example
+ * ```ts
+ * fusedGroups(kernel, 1024); // 4 (f32 outputs) or 1 (u8 outputs)
+ * ```
+ */
+export function fusedGroups(k: FusedKernel, n: number): number {
+  return Math.ceil(Math.ceil(n / fusedPer(k)) / WG);
+}
