@@ -446,3 +446,46 @@ Deno.test("wasm matmul: skinny products (m ≤ 4, B streamed) equal the packed p
     }
   }
 });
+
+Deno.test("wasm matmul: f32 → f16/bf16 output rounding matches lib/dtype.ts bit for bit", async () => {
+  // a @ [[1]] = a exactly (but −0 · 1 + 0 = +0), so the narrow output must be the rounding of
+  // each f32 output.
+  const special = [
+    0,
+    -0,
+    65504,
+    65519.99,
+    65520,
+    -65520,
+    2 ** -14,
+    2 ** -14 - 2 ** -25,
+    2 ** -24,
+    2 ** -25,
+    2 ** -25 + 2 ** -40,
+    3 * 2 ** -26,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    1 + 2 ** -8,
+    3.4028234663852886e38,
+    1e-40,
+    Infinity,
+    -Infinity,
+    NaN,
+  ];
+  const r = mulberry32(13);
+  const bits = new Uint32Array(4099);
+  for (let i = 0; i < bits.length; i++) bits[i] = (r() * 2 ** 32) >>> 0;
+  const a = new Float32Array(bits.buffer);
+  a.set(special);
+  for (const ot of ["f16", "bf16"] as const) {
+    const c = big(a.length, 1, 1, { ot });
+    const got = await run(c, a, new Float32Array([1])) as Uint16Array;
+    const acc = await run(big(a.length, 1, 1), a, new Float32Array([1]));
+    const want = encode(ot, acc) as Uint16Array;
+    const back = decode(ot, got), ref = decode(ot, want);
+    for (let i = 0; i < a.length; i++) {
+      if (Number.isNaN(ref[i])) assert.ok(Number.isNaN(back[i]), `${ot} ${a[i]}`);
+      else assert.equal(got[i], want[i], `${ot} of ${a[i]} (bits ${bits[i].toString(16)})`);
+    }
+  }
+});

@@ -111,6 +111,12 @@ export const V = {
   or: simd(0x50),
   bitselect: simd(0x52),
   i32x4GeS: simd(0x3f),
+  i32x4GtS: simd(0x3b),
+  i32x4ShrU: simd(0xad),
+  i32x4Add: simd(0xae),
+  i32x4Sub: simd(0xb1),
+  /** Saturating narrow of two i32x4 to u16 lanes (`i16x8.narrow_i32x4_u`). */
+  i16x8NarrowU: simd(0x86),
   i32x4Shl: simd(0xab),
   f32x4Add: simd(0xe4),
   f32x4Mul: simd(0xe6),

@@ -460,6 +460,143 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   };
 }
 
+/** An i32x4 constant splat. */
+const k4 = (v: number): Code => [I.i32(v), V.i32x4Splat];
+
+/**
+ * f32 bits (v128 in local `w`) rounded to nearest even as bf16 bits in i32x4 lanes: the RNE bit
+ * trick of c10/util/BFloat16.h, NaN → quiet NaN 0x7FC0 with its sign (as lib/dtype.ts).
+ */
+function bf16Lanes(w: number): Code {
+  return [
+    // NaN lanes: ((w >>> 16) & 0x8000) | 0x7fc0
+    I.get(w),
+    I.i32(16),
+    V.i32x4ShrU,
+    k4(0x8000),
+    V.and,
+    k4(0x7fc0),
+    V.or,
+    // (w + 0x7fff + ((w >>> 16) & 1)) >>> 16
+    I.get(w),
+    k4(0x7fff),
+    V.i32x4Add,
+    I.get(w),
+    I.i32(16),
+    V.i32x4ShrU,
+    k4(1),
+    V.and,
+    V.i32x4Add,
+    I.i32(16),
+    V.i32x4ShrU,
+    // select NaN where |w| > 0x7f800000
+    I.get(w),
+    k4(0x7fffffff),
+    V.and,
+    k4(0x7f800000),
+    V.i32x4GtS,
+    V.bitselect,
+  ];
+}
+
+/**
+ * f32 bits (local `w`) rounded to nearest even as f16 bits in i32x4 lanes (`a` is scratch):
+ * normal results by rebiasing with a rounding add, subnormal ones by the exact f32 addition of
+ * 0.5 (whose ulp, 2^−24, is the f16 subnormal step), ≥ 65520 → Inf, NaN → 0x7E00; sign kept.
+ */
+function f16Lanes(w: number, a: number, t: number): Code {
+  return [
+    I.get(w),
+    k4(0x7fffffff),
+    V.and,
+    I.set(a),
+    // normal: (a + 0xfff + ((a >>> 13) & 1) − (112 << 23)) >>> 13
+    I.get(a),
+    k4(0xfff - 0x38000000),
+    V.i32x4Add,
+    I.get(a),
+    I.i32(13),
+    V.i32x4ShrU,
+    k4(1),
+    V.and,
+    V.i32x4Add,
+    I.i32(13),
+    V.i32x4ShrU,
+    // subnormal: bits(f32(a) + 0.5) − bits(0.5)
+    I.get(a),
+    I.f32(0.5),
+    V.f32x4Splat,
+    V.f32x4Add,
+    k4(0x3f000000),
+    V.i32x4Sub,
+    I.get(a),
+    k4(0x38800000 - 1),
+    V.i32x4GtS,
+    V.bitselect,
+    I.set(t),
+    // overflow to Inf
+    k4(0x7c00),
+    I.get(t),
+    I.get(a),
+    k4(0x477ff000 - 1),
+    V.i32x4GtS,
+    V.bitselect,
+    I.set(t),
+    // NaN
+    k4(0x7e00),
+    I.get(t),
+    I.get(a),
+    k4(0x7f800000),
+    V.i32x4GtS,
+    V.bitselect,
+    // sign
+    I.get(w),
+    I.i32(16),
+    V.i32x4ShrU,
+    k4(0x8000),
+    V.and,
+    V.or,
+  ];
+}
+
+/**
+ * `narrow{e}(src, dst, groups)`: round `8·groups` f32 values at `src` once to f16 (e = 2) or
+ * bf16 (e = 1) bits at `dst`.
+ */
+function narrowOut(e: Elem): Func {
+  const [src, dst, groups, w, a, t] = [0, 1, 2, 3, 4, 5];
+  const lanes = (off: number): Code => [
+    I.get(src),
+    V.load(off),
+    I.set(w),
+    e === ELEM.bf16 ? bf16Lanes(w) : f16Lanes(w, a, t),
+  ];
+  return {
+    name: `narrow${e}`,
+    params: [T.i32, T.i32, T.i32],
+    locals: [T.v128, T.v128, T.v128],
+    body: whileLoop([I.get(groups), I.i32(0), I.gtS], [
+      I.get(dst),
+      lanes(0),
+      lanes(16),
+      V.i16x8NarrowU,
+      V.store(0),
+      I.get(src),
+      I.i32(32),
+      I.add,
+      I.set(src),
+      I.get(dst),
+      I.i32(16),
+      I.add,
+      I.set(dst),
+      I.get(groups),
+      I.i32(1),
+      I.sub,
+      I.set(groups),
+    ]),
+  };
+}
+
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;
 
@@ -481,7 +618,8 @@ export function gemmModuleBytes(
 ): Uint8Array<ArrayBuffer> {
   const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
   const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
-  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB), ...thin], {
+  const narrows = [narrowOut(ELEM.bf16), narrowOut(ELEM.f16)];
+  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB), ...thin, ...narrows], {
     shared,
     minPages: 1,
     maxPages,

@@ -15,7 +15,7 @@
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
-import { type DType, encode, encodeInto } from "../../../dtype.ts";
+import { type DType, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled } from "./features.ts";
@@ -106,16 +106,14 @@ function batchOffset(b: number, shape: readonly number[], strides: readonly numb
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
 
-/** f32 bit patterns that sit exactly on a rounding tie of `d` (f16 or bf16). */
+/** f32 bits that sit exactly on a rounding tie of `d` (f16 or bf16). */
 function isTie(d: DType, u: number): boolean {
   const e = (u >>> 23) & 0xff;
-  if (e === 0xff) return false;
-  if (d === "bf16") return (u & 0xffff) === 0x8000;
-  if (e < 102 || e > 142) return false;
-  const drop = e >= 113 ? 13 : 126 - e;
-  const full = (u & 0x7fffff) | (e > 0 ? 0x800000 : 0);
-  const mask = (1 << drop) - 1;
-  return (full & mask) === 2 ** (drop - 1);
+  if (d === "bf16") return (u & 0xffff) === 0x8000 && e !== 0xff;
+  if (e >= 113) return e <= 142 && (u & 0x1fff) === 0x1000; // f16 normal: 13 bits dropped
+  if (e < 102) return false; // below half the smallest f16 subnormal
+  const drop = 126 - e; // f16 subnormal: 14..24 bits of the 24-bit significand dropped
+  return (((u & 0x7fffff) | 0x800000) & ((1 << drop) - 1)) === 1 << (drop - 1);
 }
 
 /** Round the f32 accumulators at `c` once into the f16/bf16 block at `to`. */
@@ -126,17 +124,21 @@ function narrow(
   total: number,
   g: MatmulGeometry,
   dot: Dot,
-  memory: WebAssembly.Memory,
+  s: State,
 ): void {
-  const buf = memory.buffer;
+  const groups = total >>> 3;
+  s.pool.ex[`narrow${ELEMS[d]}`](c, to, groups);
+  const buf = s.memory.buffer;
   const out = new Uint16Array(buf, to, total);
-  encodeInto(d, new Float32Array(buf, c, total), out);
+  const f = new Float32Array(buf, c, total);
   const u = new Uint32Array(buf, c, total);
+  const round = d === "bf16" ? roundToBf16Bits : roundToF16Bits;
+  for (let x = groups * 8; x < total; x++) out[x] = round(f[x]);
   const mn = g.m * g.n;
-  for (let x = 0; x < u.length; x++) {
+  for (let x = 0; x < total; x++) {
     if (!isTie(d, u[x])) continue;
     const bt = Math.floor(x / mn), r = x - bt * mn, i = Math.floor(r / g.n);
-    out[x] = (encode(d, [dot(bt, i, r - i * g.n)]) as Uint16Array)[0];
+    out[x] = round(dot(bt, i, r - i * g.n));
   }
 }
 
@@ -228,7 +230,7 @@ export function wasmMatmul(
       }
       return acc;
     };
-    narrow(outType, cAt, out, total, g, dot, s.memory);
+    narrow(outType, cAt, out, total, g, dot, s);
   } finally {
     release(tAt, tBytes);
     if (aPkBytes) release(aPk, aPkBytes);

@@ -1,0 +1,152 @@
+/**
+ * CPU matmul throughput: nbit's WebAssembly SIMD kernel (1 and 2 threads; f32, f16 and bf16
+ * operands) beside jax-js (its `wasm` device, `jit`) and TensorFlow.js (`wasm` backend, XNNPACK)
+ * in the same run, so ratios hold on a noisy host.
+ *
+ * - square N×N×N, N = 256, 512, 1024, 2048;
+ * - skinny M×4096 @ 4096×4096, M = 1, 4, 16, 64, with f32, bf16 and f16 weights (f32 inputs).
+ *
+ * Each bench also records its own per-call times; at the end a table of GFLOP/s (median) and
+ * ratios is printed. Run: `deno bench --allow-read --allow-env bench/wasm_matmul.bench.ts`
+ * (`--filter skinny` or `--filter square` for one part).
+ */
+import * as nb from "../mod.ts";
+import { setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
+import * as tf from "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-wasm";
+import * as jax from "@jax-js/jax";
+
+const np = jax.numpy;
+await jax.init("wasm");
+jax.defaultDevice("wasm");
+if (!(await tf.setBackend("wasm"))) throw new Error('tfjs: setBackend("wasm") failed');
+await tf.ready();
+
+const times = new Map<string, number[]>();
+const flopsOf = new Map<string, number>();
+
+function rand(n: number, seed: number): Float32Array<ArrayBuffer> {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  });
+}
+
+async function useThreads(n: number): Promise<void> {
+  if (wasmMatmulInfo()?.threads !== n) setCpuThreads(n);
+  for (let i = 0; i < 400 && (wasmMatmulInfo()?.readyThreads ?? 0) < n; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if (wasmMatmulInfo()?.readyThreads !== n) throw new Error(`${n} CPU threads did not start`);
+}
+
+type Run = () => void | Promise<void>;
+
+/** Register a bench that times each call itself (`make` runs once, untimed). */
+function bench(group: string, name: string, flops: number, make: () => Promise<Run>): void {
+  let run: Run | undefined;
+  const key = `${group} | ${name}`;
+  flopsOf.set(key, flops);
+  times.set(key, []);
+  Deno.bench({
+    name: `${group}: ${name}`,
+    group,
+    n: flops > 5e9 ? 4 : flops > 1e9 ? 8 : 30,
+    warmup: 2,
+    async fn() {
+      run ??= await make();
+      const t = performance.now();
+      await run();
+      times.get(key)!.push(performance.now() - t);
+    },
+  });
+}
+
+function nbit(m: number, k: number, n: number, at: nb.DType, bt: nb.DType, threads: number) {
+  return async (): Promise<Run> => {
+    await useThreads(threads);
+    const a = nb.tensor(rand(m * k, 1), { shape: [m, k], dtype: at });
+    const b = nb.tensor(rand(k * n, 2), { shape: [k, n], dtype: bt });
+    return async () => {
+      await useThreads(threads);
+      nb.matmul(a, b).dispose(); // the CPU backend computes eagerly
+    };
+  };
+}
+
+function jaxjs(m: number, k: number, n: number) {
+  return async (): Promise<Run> => {
+    const a = np.array(rand(m * k, 1)).reshape([m, k]);
+    const b = np.array(rand(k * n, 2)).reshape([k, n]);
+    await a.blockUntilReady(), await b.blockUntilReady();
+    const f = jax.jit((x: jax.Array, y: jax.Array) => np.matmul(x, y));
+    return async () => {
+      const out = f(a.ref, b.ref);
+      await out.blockUntilReady();
+      out.dispose();
+    };
+  };
+}
+
+function tfjs(m: number, k: number, n: number) {
+  return () => {
+    const a = tf.tensor2d(rand(m * k, 1), [m, k]);
+    const b = tf.tensor2d(rand(k * n, 2), [k, n]);
+    return Promise.resolve(() => {
+      const out = tf.matMul(a, b);
+      out.dataSync();
+      out.dispose();
+    });
+  };
+}
+
+for (const N of [256, 512, 1024, 2048]) {
+  const g = `square N=${N}`, f = 2 * N ** 3;
+  bench(g, "jax-js wasm f32", f, jaxjs(N, N, N));
+  bench(g, "tfjs wasm f32", f, tfjs(N, N, N));
+  for (const t of [2, 1]) {
+    for (const d of ["f32", "f16", "bf16"] as const) {
+      bench(g, `nbit ${d} ${t}T`, f, nbit(N, N, N, d, d, t));
+    }
+  }
+}
+for (const M of [1, 4, 16, 64]) {
+  const K = 4096, N = 4096, g = `skinny M=${M}`, f = 2 * M * K * N;
+  bench(g, "jax-js wasm f32", f, jaxjs(M, K, N));
+  bench(g, "tfjs wasm f32", f, tfjs(M, K, N));
+  for (const d of ["f32", "bf16", "f16"] as const) {
+    bench(g, `nbit ${d} weights 2T`, f, nbit(M, K, N, "f32", d, 2));
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+globalThis.addEventListener("unload", () => {
+  const groups = new Map<string, [string, number, number][]>();
+  for (const [key, ts] of times) {
+    if (ts.length === 0) continue;
+    const [group, name] = key.split(" | ");
+    const ms = median(ts);
+    const row: [string, number, number] = [name, ms, flopsOf.get(key)! / ms / 1e6];
+    groups.set(group, [...(groups.get(group) ?? []), row]);
+  }
+  const lines = [
+    "",
+    "| case | library | ms (median) | GFLOP/s | × jax-js | × nbit f32 |",
+    "|---|---|---|---|---|---|",
+  ];
+  for (const [group, rows] of groups) {
+    const jaxRate = rows.find((r) => r[0].startsWith("jax-js"))?.[2];
+    const f32 = rows.find((r) => r[0].startsWith("nbit f32"))?.[2];
+    for (const [name, ms, rate] of rows) {
+      const rj = jaxRate ? (rate / jaxRate).toFixed(2) : "";
+      const rf = f32 && name.startsWith("nbit") ? (rate / f32).toFixed(2) : "";
+      lines.push(`| ${group} | ${name} | ${ms.toFixed(2)} | ${rate.toFixed(1)} | ${rj} | ${rf} |`);
+    }
+  }
+  console.log(lines.join("\n"));
+});
