@@ -63,14 +63,14 @@ export function runRegion(
   const sqb = tb ? 1 : n, sj = tb ? k : 1;
   const ldc = n * 4, t0 = tile >>> 2;
   if (J[o + 17] === 1) {
-    // Skinny: B streamed in chunks of 256 rows (its cache lines stay in L1 across the 8-column
-    // blocks of one chunk), A packed once by the caller.
+    // Skinny: B streamed row by row, 8 rows at a time across all columns (8 sequential streams;
+    // C, m rows, stays in L1 and is loaded and stored once per 8 rows), A packed by the caller.
     const sk = ex["skinny" + m + J[o + 6]], sk32 = ex["skinny" + m + "0"];
     const aPk = J[o + 18], bP = H[tab + 1], cP = H[tab + 2];
     const blocks = Math.floor((j1 - j0) / NR), tail = j1 - j0 - blocks * NR;
     const jt = j0 + blocks * NR, c0 = (cP >>> 2) + jt;
-    for (let pc = 0; pc < k; pc += 256) {
-      const kc = Math.min(256, k - pc), first = pc === 0 ? 1 : 0, ap = aPk + pc * MR * 4;
+    for (let pc = 0; pc < k; pc += 8) {
+      const kc = Math.min(8, k - pc), first = pc === 0 ? 1 : 0, ap = aPk + pc * MR * 4;
       if (blocks > 0) sk(ap, bP + (pc * n + j0) * sb, n * sb, cP + j0 * 4, ldc, kc, blocks, first);
       if (tail === 0) continue;
       packB(bP + (pc * n + jt) * sb, n, 1, kc, tail, pb);
