@@ -1,6 +1,7 @@
 /**
  * One training step of an MLP 784-512-512-10, batch 128, softmax cross-entropy, Adam
- * (lr 1e-3, b1 0.9, b2 0.999, eps 1e-8), f32: nbit's CPU backend next to TensorFlow.js (its `cpu`
+ * (lr 1e-3, b1 0.9, b2 0.999, eps 1e-8), f32: nbit's CPU backend (eager, and `jit` under
+ * 32-true, bf16-mixed, 16-mixed and with 8-bit Adam) next to TensorFlow.js (its `cpu`
  * and `wasm` backends) and jax-js (its `wasm` device, `jit(valueAndGrad)` with Adam written by
  * hand, since `@jax-js/jax` ships no optimizer and `@jax-js/optax` is not on npm). Every library
  * starts from the same host weights, inputs and labels, and every step reads its loss back (so
@@ -43,7 +44,10 @@ const host = await (async () => {
   return { w, x, y };
 })();
 
-function nbitTrainer(): Trainer {
+/** nbit's step: eager or jitted, under a precision preset, with Adam or 8-bit Adam. */
+function nbitTrainer(
+  opts: { jit: boolean; preset?: string; adam8bit?: boolean } = { jit: false },
+): Trainer {
   const params = {
     layers: host.w.map((w, i) => ({
       w: nb.tensor(w, { shape: [SIZES[i], SIZES[i + 1]] }),
@@ -54,10 +58,13 @@ function nbitTrainer(): Trainer {
     x: nb.tensor(host.x, { shape: [BATCH, SIZES[0]] }),
     y: nb.tensor(host.y, { dtype: "i32" }),
   };
-  const step = nb.trainStep<typeof params, typeof batch>({
+  const adamOpts = { lr: LR, b1: B1, b2: B2, eps: EPS };
+  const base = nb.trainStep<typeof params, typeof batch>({
     loss: (p, b) => nb.nn.crossEntropy(nb.nn.mlp(p, b.x), b.y),
-    optimizer: nb.optim.adam({ lr: LR, b1: B1, b2: B2, eps: EPS }),
+    optimizer: opts.adam8bit ? nb.optim.adam8bit(adamOpts) : nb.optim.adam(adamOpts),
   });
+  const precise = nb.precision(opts.preset ?? "32-true")(base);
+  const step = opts.jit ? nb.jit(precise) : precise;
   let state = step.init(params);
   return async () => {
     const [next, metrics] = step(state, batch);
@@ -188,7 +195,11 @@ function bench(name: string, make: () => Trainer | Promise<Trainer>, baseline = 
   });
 }
 
-bench("nbit (cpu)", nbitTrainer, true);
+bench("nbit (cpu)", () => nbitTrainer(), true);
+bench("nbit (cpu, jit)", () => nbitTrainer({ jit: true }));
+bench("nbit (cpu, jit, bf16-mixed)", () => nbitTrainer({ jit: true, preset: "bf16-mixed" }));
+bench("nbit (cpu, jit, 16-mixed)", () => nbitTrainer({ jit: true, preset: "16-mixed" }));
+bench("nbit (cpu, jit, adam8bit)", () => nbitTrainer({ jit: true, adam8bit: true }));
 bench("tfjs (cpu backend)", () => tfjsTrainer("cpu"));
 bench("tfjs (wasm backend)", () => tfjsTrainer("wasm"));
 bench("jax-js (wasm, jit)", jaxTrainer);

@@ -90,12 +90,31 @@ export function schedule(
     g.open = false;
     out.push(...emitGroup(s, g.members, opts.maxBuffers));
   };
+  // A value of an open group is needed now (by a kernel that cannot join it): compute it and
+  // the members it depends on now, and leave the rest of the group open (so, e.g., gradScale's
+  // finite check runs before the Adam update, and its select joins the update's pass).
+  const need = (g: Group, id: number) => {
+    const inside = new Set(g.members);
+    const anc = new Set<number>();
+    const stack = [id];
+    while (stack.length) {
+      const m = stack.pop()!;
+      if (anc.has(m)) continue;
+      anc.add(m);
+      for (const v of reads(nodes[m])) if (inside.has(v.id)) stack.push(v.id);
+    }
+    if (anc.size === g.members.length) return close(g);
+    const part: Group = { members: g.members.filter((m) => anc.has(m)), open: true, alive: true };
+    g.members = g.members.filter((m) => !anc.has(m));
+    for (const m of part.members) groupOf[m] = part;
+    close(part);
+  };
   nodes.forEach((n, id) => {
     if (constant[id] || n.op === "input") return;
     if (!opts.fuse || !fusible(n)) {
       for (const i of new Set(inputIds(n))) {
         const g = groupOf[i];
-        if (g?.open) close(g);
+        if (g?.open) need(g, i);
       }
       out.push({ kind: "node", id });
       return;
@@ -103,7 +122,7 @@ export function schedule(
     const views = reads(n);
     for (const v of views) {
       const g = groupOf[v.id];
-      if (g?.open && !isIdentity(v, nodes[v.id].size)) close(g);
+      if (g?.open && !isIdentity(v, nodes[v.id].size)) need(g, v.id);
     }
     const joined = new Set<Group>();
     for (const v of views) {

@@ -23,6 +23,8 @@ export interface ProgramStats {
   readonly kernels: number;
   /** Fused kernels per call. */
   readonly fused: number;
+  /** Kernels per call by kind (`fused`, or the Backend method of a single node). */
+  readonly byKind: Readonly<Record<string, number>>;
 }
 
 /** A program compiled for one device. */
@@ -177,9 +179,12 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
   const inputIds = nodes.flatMap((n, id) => n.op === "input" ? [[id, n.index]] : []);
   let kernels = 0;
   let fused = 0;
+  const byKind: Record<string, number> = {};
   for (const st of steps) {
     kernels++;
     if (st.kind === "fused") fused++;
+    const kind = st.kind === "fused" ? "fused" : nodes[st.id].op;
+    byKind[kind] = (byKind[kind] ?? 0) + 1;
   }
   const stats: ProgramStats = {
     traced: g.nodes.length,
@@ -187,6 +192,7 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     constants: constant.filter(Boolean).length,
     kernels,
     fused,
+    byKind,
   };
 
   // Outputs that per-call work computes (the others are arguments or constants).

@@ -21,8 +21,8 @@
  * `t ≤ 10⁷` for b = 0.9 and 0.999, every `t ≤ 2·10⁶` for 0.9999 and 0.99999, and sampled `t`
  * for other betas, against exact values (BigInt) — no such t exists there.
  *
- * Cost, eager: per `b` and update, 8 table uploads (8 KB for b = 0.9, 21 KB for 0.999)
- * and about 30 scalar ops; under `jit` the tables are constants.
+ * Cost, eager: per `b` and update, 2 table uploads and lookups (8 KB for b = 0.9, 21 KB for
+ * 0.999) and about 30 scalar ops; under `jit` the tables are constants and the scalar ops fuse.
  *
  * Only `+`, `−`, `×` (correctly rounded on both backends), integer arithmetic, `minimum` and
  * `take` run on the device, so CPU and WebGPU give the same bits. Rows past the point where
@@ -34,6 +34,7 @@ import { type Tensor, tensor } from "../tensor.ts";
 import { temporaries } from "../op.ts";
 import { add, astype, minimum, mul, sub } from "../ops/elementwise.ts";
 import { take } from "../ops/index.ts";
+import { reshape, slice } from "../ops/shape.ts";
 
 const FRAC = 200n; // fraction bits of the host's fixed-point arithmetic
 const ONE = 1n << FRAC;
@@ -113,6 +114,18 @@ interface Tables {
   readonly l: readonly Float32Array[];
   /** Columns over h: D.hi (two 12-bit halves), D.lo. */
   readonly h: readonly Float32Array[];
+  /** The l columns interleaved row by row (`[lRows, 5]`), for one lookup. */
+  readonly lRows5: Float32Array;
+  /** The h columns interleaved row by row (`[hRows, 3]`). */
+  readonly hRows3: Float32Array;
+}
+
+/** Columns of equal length interleaved row by row (row-major `[length, columns]`). */
+function interleave(cols: readonly Float32Array[]): Float32Array {
+  const w = cols.length;
+  const out = new Float32Array(cols[0].length * w);
+  cols.forEach((c, j) => c.forEach((v, i) => (out[i * w + j] = v)));
+  return out;
 }
 
 /** Powers `bᵏ` for k = 0, 1, … while ≥ TINY (at most `limit` of them), in fixed point. */
@@ -151,7 +164,7 @@ function tables(b: number): Tables {
     const [d1, d2] = split12(dh);
     [d1, d2, dl].forEach((v, c) => (h[c][i] = v));
   });
-  return { L: 1 << k, lRows, hRows: d.length, l, h };
+  return { L: 1 << k, lRows, hRows: d.length, l, h, lRows5: interleave(l), hRows3: interleave(h) };
 }
 
 const cache = new Map<number, Tables>();
@@ -180,10 +193,17 @@ export function oneMinusPow(b: number, t: Tensor): Tensor {
     const hi = astype(mul(tf, 1 / tb.L), "i32"); // exact scaling, truncation = floor (t ≥ 0)
     const li = minimum(sub(ti, mul(hi, tb.L)), tb.lRows - 1);
     const hc = minimum(hi, tb.hRows - 1);
-    const col = (data: Float32Array, idx: Tensor) =>
-      take(tensor(data, { dtype: "f32", device: dev }), idx);
-    const [ch, cl, a1, a2, al] = tb.l.map((c) => col(c, li));
-    const [d1, d2, dl] = tb.h.map((c) => col(c, hc));
+    // One lookup per table: its rows hold every column, sliced apart afterwards.
+    const columns = (rows: Float32Array, width: number, idx: Tensor): Tensor[] => {
+      const got = take(tensor(rows, { shape: [rows.length / width, width], device: dev }), idx);
+      const at = idx.shape.map(() => 0);
+      return Array.from(
+        { length: width },
+        (_, c) => reshape(slice(got, [...at, c], [...idx.shape, 1]), idx.shape),
+      );
+    };
+    const [ch, cl, a1, a2, al] = columns(tb.lRows5, 5, li);
+    const [d1, d2, dl] = columns(tb.hRows3, 3, hc);
     const ah = add(a1, a2); // exact: the halves were split from an f32
     const dh = add(d1, d2);
     // Dekker: p + e = ah·dh exactly.

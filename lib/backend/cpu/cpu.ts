@@ -507,8 +507,10 @@ export const cpu: Backend = guardKernels({
     return store(outDtype, out);
   },
   fused(k: FusedKernel, inputs: readonly View[]) {
-    const srcs = inputs.map((v) => isScalarView(v) ? values(v)[v.offset] : materialize(v));
-    return runFused(k, srcs).map((o, j) => store(k.ops[k.outputs[j]].dtype, o));
+    // Outputs first: allocating may move the heap, which input views must not see.
+    const outs = k.outputs.map((o) => computeArray(k.ops[o].dtype, k.size));
+    const srcs = inputs.map((v) => isScalarView(v) ? valueAt(v, v.offset) : materialize(v));
+    return runFused(k, srcs, outs).map((o, j) => store(k.ops[k.outputs[j]].dtype, o));
   },
 });
 

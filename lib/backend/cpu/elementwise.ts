@@ -8,7 +8,8 @@ import type { BinaryOp, UnaryOp } from "../backend.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 
-const unaryMaps: Record<UnaryOp, (x: number) => number> = {
+/** The scalar function of each unary op (the reference every CPU kernel computes). */
+export const unaryMaps: Readonly<Record<UnaryOp, (x: number) => number>> = {
   neg: (x) => -x,
   abs: Math.abs,
   exp: Math.exp,
@@ -47,7 +48,8 @@ export function unaryFn(op: UnaryOp, src: Num, out: Num): void {
   }
 }
 
-const binaryMaps: Record<BinaryOp, (a: number, b: number) => number> = {
+/** The scalar function of each binary op (the reference every CPU kernel computes). */
+export const binaryMaps: Readonly<Record<BinaryOp, (a: number, b: number) => number>> = {
   add: (a, b) => a + b,
   sub: (a, b) => a - b,
   mul: (a, b) => a * b,
