@@ -257,6 +257,14 @@ Deno.test("wasm matmul: f16/bf16 outputs round once ([[154, 0.0625, 2^-20]] @ on
   assert.equal(out.dtype, "f16");
   assert.deepEqual(await out.toArray(), [[154.125]]);
   out.dispose(), a.dispose(), b.dispose();
+  // Nine outputs: ties in SIMD-scanned groups of 4 and in the tail.
+  const wide = { ...row3("f16", "f16"), n: 9 };
+  const nine = await run(
+    wide,
+    encode("f16", [154, 0.0625, 2 ** -20]),
+    encode("f16", new Array(27).fill(1)),
+  );
+  assert.deepEqual(Array.from(decode("f16", nine)), new Array(9).fill(154.125));
   const c = row3("f16", "f16");
   const got = await run(c, encode("f16", [154, 0.0625, 2 ** -20]), encode("f16", [1, 1, 1]));
   assert.equal(decode("f16", got)[0], 154.125);

@@ -73,6 +73,7 @@ export const I = {
     return [0x43, ...b];
   },
   f32Load: (offset = 0): Code => [0x2a, 2, uleb(offset)],
+  i32Store: (offset = 0): Code => [0x36, 2, uleb(offset)],
   f32Store: (offset = 0): Code => [0x38, 2, uleb(offset)],
   i32Load16u: (offset = 0): Code => [0x2f, 1, uleb(offset)],
   eqz: 0x45,
@@ -112,6 +113,9 @@ export const V = {
   bitselect: simd(0x52),
   i32x4GeS: simd(0x3f),
   i32x4GtS: simd(0x3b),
+  i32x4Eq: simd(0x37),
+  i32x4LtU: simd(0x3a),
+  anyTrue: simd(0x53),
   i32x4ShrU: simd(0xad),
   i32x4Add: simd(0xae),
   i32x4Sub: simd(0xb1),

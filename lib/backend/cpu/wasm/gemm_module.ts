@@ -25,10 +25,17 @@ export const ELEM = { f32: 0, bf16: 1, f16: 2 } as const;
 export type Elem = (typeof ELEM)[keyof typeof ELEM];
 const SHIFT = [2, 1, 1]; // log2 of the element size
 
+/**
+ * Byte address of a 65536-entry f32 table of every f16 value (0: none, use bit manipulation),
+ * fixed while a module is built.
+ */
+let f16Table = 0;
+
 /** Widen the element at the address on the stack to an f32 (local `h` is scratch i32). */
 function loadScalar(e: Elem, h: number, v: number): Code {
   if (e === ELEM.f32) return I.f32Load();
   if (e === ELEM.bf16) return [I.i32Load16u(), I.i32(16), I.shl, I.f32FromBits];
+  if (f16Table !== 0) return [I.i32Load16u(), I.i32(2), I.shl, I.f32Load(f16Table)];
   return [
     I.i32Load16u(),
     I.set(h),
@@ -597,6 +604,64 @@ function narrowOut(e: Elem): Func {
   };
 }
 
+/**
+ * `ties{e}(src, groups, list, cap) → count`: flags each group of 4 f32 values at `src` that
+ * may hold a rounding tie of f16 (e = 2: 13 dropped bits = 0x1000, or below the f16 normal
+ * range) or bf16 (e = 1: 16 dropped bits = 0x8000); writes the first `cap` flagged group
+ * indices (i32) to `list` and returns how many groups were flagged. The caller checks flagged
+ * groups exactly.
+ */
+function tieScan(e: Elem): Func {
+  const [src, groups, list, cap, g, count, u] = [0, 1, 2, 3, 4, 5, 6];
+  const flag: Code = e === ELEM.bf16 ? [I.get(u), k4(0xffff), V.and, k4(0x8000), V.i32x4Eq] : [
+    I.get(u),
+    k4(0x1fff),
+    V.and,
+    k4(0x1000),
+    V.i32x4Eq,
+    I.get(u),
+    k4(0x7fffffff),
+    V.and,
+    k4(0x38800000),
+    V.i32x4LtU,
+    V.or,
+  ];
+  return {
+    name: `ties${e}`,
+    params: [T.i32, T.i32, T.i32, T.i32],
+    results: [T.i32],
+    locals: [T.i32, T.i32, T.v128],
+    body: [
+      whileLoop([I.get(g), I.get(groups), I.ltS], [
+        I.get(src),
+        V.load(0),
+        I.set(u),
+        flag,
+        V.anyTrue,
+        I.if(
+          I.get(count),
+          I.get(cap),
+          I.ltS,
+          I.if(I.get(list), I.get(count), I.i32(2), I.shl, I.add, I.get(g), I.i32Store()),
+          I.get(count),
+          I.i32(1),
+          I.add,
+          I.set(count),
+        ),
+        I.get(src),
+        I.i32(16),
+        I.add,
+        I.set(src),
+        I.get(g),
+        I.i32(1),
+        I.add,
+        I.set(g),
+      ]),
+      I.get(count),
+    ],
+  };
+}
+
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;
 
@@ -610,15 +675,21 @@ export type GemmExports =
     (base: number, s1: number, s2: number, d1: number, d2: number, dst: number) => void
   >;
 
-/** The gemm module's bytes for a memory of `maxPages` (shared when `shared`). */
+/**
+ * The gemm module's bytes for a memory of `maxPages` (shared when `shared`). With `f16TableAt`
+ * (the byte address of 65536 f32 values, entry h = the f16 value of bits h), scalar f16 loads
+ * read that table instead of converting bits (about 5 instructions instead of 25).
+ */
 export function gemmModuleBytes(
   fma: boolean,
   shared: boolean,
   maxPages: number,
+  f16TableAt = 0,
 ): Uint8Array<ArrayBuffer> {
+  f16Table = f16TableAt;
   const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
   const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
-  const narrows = [narrowOut(ELEM.bf16), narrowOut(ELEM.f16)];
+  const narrows = [ELEM.bf16, ELEM.f16].flatMap((e) => [narrowOut(e), tieScan(e)]);
   return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB), ...thin, ...narrows], {
     shared,
     minPages: 1,

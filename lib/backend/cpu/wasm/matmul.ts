@@ -15,7 +15,7 @@
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
-import { type DType, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
+import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled } from "./features.ts";
@@ -28,6 +28,9 @@ const PACK_A = Math.ceil(MC / MR) * MR * KC * 4;
 const PACK_B = Math.ceil(NC / NR) * NR * KC * 4;
 const TILE = 256;
 const PER_THREAD = PACK_A + PACK_B + TILE;
+const F16_TABLE = 65536 * 4;
+/** Flagged tie groups listed (in thread 0's packing buffer, free once the product is done). */
+const TIE_LIST = PACK_A / 4;
 /** Below this many flops a job runs on one thread (a round trip costs microseconds). */
 const SPLIT_FLOPS = 1 << 21;
 
@@ -50,8 +53,10 @@ function init(): State {
     memory.buffer instanceof SharedArrayBuffer;
   const fma = useRelaxedFma();
   const threads = shared ? threadsWanted ?? defaultThreads() : 1;
-  const packs = alloc(threads * PER_THREAD);
-  const bytes = gemmModuleBytes(fma, shared, MAX_PAGES);
+  const packs = alloc(threads * PER_THREAD + F16_TABLE);
+  const table = new Float32Array(memory.buffer, packs + threads * PER_THREAD, 65536);
+  for (let h = 0; h < 65536; h++) table[h] = f16BitsToNumber(h); // exact
+  const bytes = gemmModuleBytes(fma, shared, MAX_PAGES, table.byteOffset);
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
   return { memory, pool: new Pool(threads, memory, bytes, ex), fma, packs, splits: 0 };
@@ -73,7 +78,7 @@ export function setCpuThreads(threads: number): void {
 export function closeCpuThreads(): void {
   if (!state) return;
   state.pool.close();
-  release(state.packs, state.pool.threads * PER_THREAD);
+  release(state.packs, state.pool.threads * PER_THREAD + F16_TABLE);
   state = undefined;
 }
 
@@ -135,11 +140,21 @@ function narrow(
   const round = d === "bf16" ? roundToBf16Bits : roundToF16Bits;
   for (let x = groups * 8; x < total; x++) out[x] = round(f[x]);
   const mn = g.m * g.n;
-  for (let x = 0; x < total; x++) {
-    if (!isTie(d, u[x])) continue;
+  const fix = (x: number) => {
+    if (!isTie(d, u[x])) return;
     const bt = Math.floor(x / mn), r = x - bt * mn, i = Math.floor(r / g.n);
     out[x] = round(dot(bt, i, r - i * g.n));
+  };
+  // Groups of 4 that may hold a tie, found in SIMD; then checked exactly here.
+  const quads = total >>> 2;
+  const flagged = s.pool.ex[`ties${ELEMS[d]}`](c, quads, s.packs, TIE_LIST) as unknown as number;
+  if (flagged > TIE_LIST) {
+    for (let x = 0; x < quads * 4; x++) fix(x);
+  } else {
+    const list = new Int32Array(s.memory.buffer, s.packs, flagged);
+    for (let q = 0; q < flagged; q++) for (let x = 4 * list[q]; x < 4 * list[q] + 4; x++) fix(x);
   }
+  for (let x = quads * 4; x < total; x++) fix(x);
 }
 
 /** Whether {@link wasmMatmul} runs this product (else the TypeScript kernel does). */
