@@ -394,36 +394,46 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   const v0 = 8 + 2 * m;
   const [b0, b1, sp, vh, vt] = [v0, v0 + 1, v0 + 2, v0 + 3, v0 + 4];
   const [ap, bp, p, row] = [v0 + 5, v0 + 6, v0 + 7, v0 + 8];
+  /** One A splat per k step, kept in registers for m = 1 (8 of them, in locals v0 + 9 …). */
+  const hoist = m === 1;
+  const splat = (u: number) => v0 + 9 + u;
   const rowsDo = (f: (r: number) => Code): Code => {
     const out: Code[] = [I.get(c), I.set(row)];
     for (let r = 0; r < m; r++) out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
     return out;
   };
-  const step: Code[] = [
-    widen4(e, bp, 0, vh, vt),
-    I.set(b0),
-    widen4(e, bp, 4, vh, vt),
-    I.set(b1),
-  ];
-  for (let r = 0; r < m; r++) {
-    step.push(I.get(ap), V.load32Splat(4 * r), I.set(sp));
-    for (const [h, bv] of [[0, b0], [1, b1]]) {
-      step.push(
-        fma
-          ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
-          : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
-        I.set(acc(r, h)),
-      );
+  /** k step `u` of a chunk (`u` < 0: a generic step reading A at `ap`, which then advances). */
+  const step = (u: number): Code => {
+    const out: Code[] = [
+      widen4(e, bp, 0, vh, vt),
+      I.set(b0),
+      widen4(e, bp, 4, vh, vt),
+      I.set(b1),
+    ];
+    for (let r = 0; r < m; r++) {
+      if (u >= 0 && hoist) out.push(I.get(splat(u)), I.set(sp));
+      else {out.push(
+          I.get(u >= 0 ? a : ap),
+          V.load32Splat(4 * MR * Math.max(u, 0) + 4 * r),
+          I.set(sp),
+        );}
+      for (const [h, bv] of [[0, b0], [1, b1]]) {
+        out.push(
+          fma
+            ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
+            : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
+          I.set(acc(r, h)),
+        );
+      }
     }
-  }
-  step.push(I.get(ap), I.i32(4 * MR), I.add, I.set(ap), I.get(bp), I.get(ldb), I.add, I.set(bp));
+    if (u < 0) out.push(I.get(ap), I.i32(4 * MR), I.add, I.set(ap));
+    out.push(I.get(bp), I.get(ldb), I.add, I.set(bp));
+    return out;
+  };
   const zero: Code[] = [];
   for (let r = 0; r < m; r++) zero.push(V.zero(), I.set(acc(r, 0)), V.zero(), I.set(acc(r, 1)));
-  return {
-    name: `skinny${m}${e}`,
-    params: new Array(8).fill(T.i32),
-    locals: [...new Array(2 * m + 5).fill(T.v128), T.i32, T.i32, T.i32, T.i32],
-    body: whileLoop([I.get(blocks), I.i32(0), I.gtS], [
+  const blockLoop = (inner: Code): Code =>
+    whileLoop([I.get(blocks), I.i32(0), I.gtS], [
       I.get(first),
       I.ifElse(
         zero,
@@ -436,13 +446,9 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
           I.set(acc(r, 1)),
         ]),
       ),
-      I.get(a),
-      I.set(ap),
       I.get(b),
       I.set(bp),
-      I.get(kc),
-      I.set(p),
-      I.loop(step, I.get(p), I.i32(1), I.sub, I.tee(p), I.brIf(0)),
+      inner,
       rowsDo((r) => [
         I.get(row),
         I.get(acc(r, 0)),
@@ -463,7 +469,35 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
       I.i32(1),
       I.sub,
       I.set(blocks),
-    ]),
+    ]);
+  const CHUNK = 8;
+  const unrolled: Code[] = [];
+  if (hoist) {
+    for (let u = 0; u < CHUNK; u++) {
+      unrolled.push(I.get(a), V.load32Splat(4 * MR * u), I.set(splat(u)));
+    }
+  }
+  unrolled.push(blockLoop([...Array(CHUNK).keys()].map(step)));
+  const generic = blockLoop([
+    I.get(a),
+    I.set(ap),
+    I.get(kc),
+    I.set(p),
+    I.loop(step(-1), I.get(p), I.i32(1), I.sub, I.tee(p), I.brIf(0)),
+  ]);
+  return {
+    name: `skinny${m}${e}`,
+    params: new Array(8).fill(T.i32),
+    locals: [
+      ...new Array(2 * m + 5).fill(T.v128),
+      T.i32,
+      T.i32,
+      T.i32,
+      T.i32,
+      ...new Array(hoist ? CHUNK : 0).fill(T.v128),
+    ],
+    // A full chunk of 8 k steps is unrolled (static A offsets); a shorter one loops.
+    body: [I.get(kc), I.i32(CHUNK), I.eq, I.ifElse(unrolled, generic)],
   };
 }
 

@@ -1,0 +1,199 @@
+/**
+ * Fused elementwise kernels in WebAssembly SIMD: a {@linkcode FusedKernel} whose operations are
+ * all f32 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do (`+ − × ÷` and
+ * `sqrt` are correctly rounded in f32, and an f64 result rounded to f32 is the same value;
+ * `neg`, `abs` and `relu` move bits; `maximum`/`minimum` follow the TypeScript NaN and −0
+ * rules through compares and selects) runs four lanes at a time over heap buffers. Every other
+ * kernel (transcendentals, narrow dtypes, integers) stays on the generated TypeScript loop, so
+ * the bits never depend on which path ran. One module per kernel structure, cached.
+ *
+ * Spec: WebAssembly Core 2.0 SIMD (§4.4.3 vector instructions; opcodes from the binary format).
+ *
+ * @module
+ */
+import type { FusedKernel, FusedOperand } from "../../fused.ts";
+import { fusedKey } from "../../fused.ts";
+import { type Code, I, T, V, wasmModule } from "./emit.ts";
+import { wasmEnabled } from "./features.ts";
+import { heapMemory } from "../heap.ts";
+
+const simd = (op: number): Code => [0xfd, op < 128 ? op : [op & 0x7f | 0x80, op >> 7]];
+const F = {
+  abs: simd(0xe0),
+  neg: simd(0xe1),
+  sqrt: simd(0xe3),
+  add: simd(0xe4),
+  sub: simd(0xe5),
+  mul: simd(0xe6),
+  div: simd(0xe7),
+  ne: simd(0x42),
+  lt: simd(0x43),
+  gt: simd(0x44),
+};
+
+const UNARY = new Set(["neg", "abs", "sqrt", "square", "relu"]);
+const BINARY = new Set(["add", "sub", "mul", "div", "maximum", "minimum"]);
+
+/** Whether every operation of `k` is f32 arithmetic this path computes bit for bit. */
+export function wasmFusible(k: FusedKernel): boolean {
+  if (k.inputs.some((d) => d !== "f32") || k.immediates.some((m) => m.dtype !== "f32")) {
+    return false;
+  }
+  return k.ops.every((op) => {
+    if (op.dtype !== "f32") return false;
+    if (op.op === "unary") return UNARY.has(op.kind);
+    if (op.op === "binary") return BINARY.has(op.kind);
+    return false;
+  });
+}
+
+type Kernel = (...args: number[]) => void;
+const kernels = new Map<string, Kernel | null>();
+
+const NAN_BITS = 0x7fc00000; // the f32 NaN that TypeScript's `NaN` stores as
+
+/**
+ * Build the module for `k` with `scalar[i]` telling broadcast-scalar inputs. Parameters: one
+ * pointer per array input, one f32 per scalar input, one f32 per immediate, one pointer per
+ * output, then the number of 4-lane groups.
+ */
+function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uint8Array {
+  const params: number[] = [];
+  const inParam: number[] = [];
+  k.inputs.forEach((_, j) => {
+    inParam[j] = params.length;
+    params.push(scalar[j] ? T.f32 : T.i32);
+  });
+  const immParam = k.immediates.map(() => params.push(T.f32) - 1);
+  const outParam = k.outputs.map(() => params.push(T.i32) - 1);
+  const countParam = params.push(T.i32) - 1;
+  // Locals: i (byte offset), end, one v128 per input, immediate and op.
+  let next = params.length;
+  const locals: number[] = [];
+  const local = (t: number) => (locals.push(t), next++);
+  const iLocal = local(T.i32);
+  const endLocal = local(T.i32);
+  const inVec = k.inputs.map(() => local(T.v128));
+  const immVec = k.immediates.map(() => local(T.v128));
+  const opVec = k.ops.map(() => local(T.v128));
+  const zeroVec = local(T.v128);
+  const nanVec = local(T.v128);
+  const get = (o: FusedOperand): Code =>
+    I.get(o.kind === "op" ? opVec[o.index] : o.kind === "imm" ? immVec[o.index] : inVec[o.index]);
+
+  const pre: Code[] = [
+    V.zero(),
+    I.set(zeroVec),
+    I.i32(NAN_BITS),
+    V.i32x4Splat,
+    I.set(nanVec),
+    ...k.immediates.map((_, j) => [I.get(immParam[j]), V.f32x4Splat, I.set(immVec[j])]),
+    ...k.inputs.map((_, j) => scalar[j] ? [I.get(inParam[j]), V.f32x4Splat, I.set(inVec[j])] : []),
+    I.get(countParam),
+    I.i32(16),
+    I.mul,
+    I.set(endLocal),
+    I.i32(0),
+    I.set(iLocal),
+  ];
+  const body: Code[] = [];
+  k.inputs.forEach((_, j) => {
+    if (!scalar[j]) body.push(I.get(inParam[j]), I.get(iLocal), I.add, V.load(), I.set(inVec[j]));
+  });
+  k.ops.forEach((op, i) => {
+    let code: Code;
+    if (op.op === "unary") {
+      const x = get(op.x);
+      switch (op.kind) {
+        case "neg":
+          code = [x, F.neg];
+          break;
+        case "abs":
+          code = [x, F.abs];
+          break;
+        case "sqrt":
+          code = [x, F.sqrt];
+          break;
+        case "square":
+          code = [x, x, F.mul];
+          break;
+        default: // relu: x > 0 or NaN keeps x, else +0
+          code = [x, I.get(zeroVec), x, I.get(zeroVec), F.gt, x, x, F.ne, V.or, V.bitselect];
+      }
+    } else if (op.op === "binary") {
+      const a = get(op.a), b = get(op.b);
+      switch (op.kind) {
+        case "add":
+          code = [a, b, F.add];
+          break;
+        case "sub":
+          code = [a, b, F.sub];
+          break;
+        case "mul":
+          code = [a, b, F.mul];
+          break;
+        case "div":
+          code = [a, b, F.div];
+          break;
+        default: {
+          // a > b ? a : b (maximum) or a < b ? a : b (minimum); NaN in either gives NaN.
+          const pick = [a, b, a, b, op.kind === "maximum" ? F.gt : F.lt, V.bitselect];
+          code = [I.get(nanVec), pick, a, a, F.ne, b, b, F.ne, V.or, V.bitselect];
+        }
+      }
+    } else throw new Error("wasm fused: unsupported op");
+    body.push(code, I.set(opVec[i]));
+  });
+  k.outputs.forEach((o, j) => {
+    body.push(I.get(outParam[j]), I.get(iLocal), I.add, I.get(opVec[o]), V.store());
+  });
+  const loop = I.block(
+    I.loop(
+      I.get(iLocal),
+      I.get(endLocal),
+      I.geU,
+      I.brIf(1),
+      ...body,
+      I.get(iLocal),
+      I.i32(16),
+      I.add,
+      I.set(iLocal),
+      I.br(0),
+    ),
+  );
+  return wasmModule([{ name: "k", params, locals, body: [...pre, loop] }], {
+    shared,
+    minPages: 1,
+    maxPages: 65536,
+  });
+}
+
+/**
+ * The SIMD kernel for `k` (with these scalar inputs), or `undefined` when WebAssembly is off,
+ * the heap is not shared (its limits differ), or `k` has an operation this path does not do.
+ */
+export function wasmFusedKernel(
+  k: FusedKernel,
+  scalar: readonly boolean[],
+): Kernel | undefined {
+  if (!wasmEnabled() || !wasmFusible(k)) return undefined;
+  const memory = heapMemory();
+  const shared = typeof SharedArrayBuffer === "function" &&
+    memory.buffer instanceof SharedArrayBuffer;
+  if (!shared) return undefined;
+  const key = `${fusedKey(k)}|${scalar.map((s) => (s ? 1 : 0)).join("")}`;
+  let kernel = kernels.get(key);
+  if (kernel === undefined) {
+    try {
+      const bytes = build(k, scalar, shared);
+      const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
+        e: { m: memory },
+      });
+      kernel = inst.exports.k as Kernel;
+    } catch {
+      kernel = null; // e.g. a page whose CSP forbids compiling WebAssembly
+    }
+    kernels.set(key, kernel);
+  }
+  return kernel ?? undefined;
+}
