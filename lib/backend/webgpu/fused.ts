@@ -26,7 +26,7 @@ import {
 
 /**
  * Run `k` over `inputs` (views of `k.size` elements each, any shape and strides): one dispatch,
- * one new buffer per output. `opaque` keeps f32 results opaque (see wgsl/fused.ts).
+ * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts).
  *
  * @example
  * ```ts

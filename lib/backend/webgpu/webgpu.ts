@@ -73,8 +73,11 @@ export interface WebGPUOptions {
    */
   matmulBlock?: 4 | 8;
   /**
-   * Keep every f32 result of a fused kernel opaque to the shader compiler (ORed with a uniform
-   * zero), as is done anyway when the device is found to contract products into sums. For tests.
+   * Keep every operation's result inside a fused kernel opaque to the shader compiler (ORed
+   * with a uniform zero), so that no rewrite across operations (FMA contraction, folding a known
+   * comparison into a later op) can change bits: jit stays bitwise equal to eager. Default
+   * true; `false` (for tests and measurements only) is ignored when the device was found to
+   * contract products into sums.
    */
   opaqueFusion?: boolean;
 }
@@ -87,8 +90,8 @@ export interface WebGPUFeatures {
   readonly subgroups: boolean;
   /**
    * The shader compiler contracted an f32 product and a following sum of one shader into an
-   * FMA in the probe run at creation; fused kernels then keep each f32 result opaque, so jit
-   * stays bitwise equal to eager kernels.
+   * FMA in the probe run at creation (fused kernels then keep results opaque even when
+   * `opaqueFusion: false` was asked for).
    */
   readonly fmaContraction: boolean;
 }
@@ -199,7 +202,7 @@ export async function webgpu(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
       subgroups: adapter.features.has("subgroups" as GPUFeatureName),
       fmaContraction,
     },
-    fmaContraction || opts.opaqueFusion === true,
+    fmaContraction || opts.opaqueFusion !== false,
     dl.maxStorageBuffersPerShaderStage,
     {
       maxBufferSize: dl.maxBufferSize,

@@ -10,9 +10,12 @@
  * outputs, and writes whole words of every output (packed outputs never race).
  *
  * Parameters: `[n, per input: offset (+ shape[0..R) and strides[0..R) when strided),
- * immediates…, zero]`. `zero` is always 0: with `opaque` set, every f32 result is ORed with it
- * before its consumers read it, so a compiler cannot contract a product into a later sum (FMA)
- * or otherwise rewrite across operations the eager kernels keep apart.
+ * immediates…, zero]`. `zero` is always 0: with `opaque` set, every operation's result is ORed
+ * with it before its consumers read it, so each operation sees operands as unknown as the eager
+ * kernel's loads from memory: a compiler cannot contract a product into a later sum (FMA), fold
+ * a known comparison result into a later op, or otherwise rewrite across operations the eager
+ * kernels keep apart. (Measured: without it, Mesa's GL path folded `maximum(x, f32(x < x))`
+ * into a max that returns −0 for x = −0, where the eager kernel returns +0.)
  *
  * @example
  * ```ts
@@ -40,7 +43,7 @@ export interface FusedIn {
 export interface FusedSpec {
   readonly kernel: FusedKernel;
   readonly ins: readonly FusedIn[];
-  /** Keep every f32 result opaque to the compiler (see the module doc). */
+  /** Keep every operation's result opaque to the compiler (see the module doc). */
   readonly opaque: boolean;
 }
 
@@ -154,9 +157,9 @@ function fusedCode(spec: FusedSpec, base: number, params: number): string {
   if (spec.opaque) body.push(`  let z = ${zero};`);
   const ref = (o: FusedOperand) =>
     o.kind === "input" ? `r${o.index}` : o.kind === "imm" ? `p(${base + o.index}u)` : `t${o.index}`;
-  k.ops.forEach((op, i) => {
+  k.ops.forEach((_, i) => {
     const call = `op${i}(${opLane(k, i).args.map(ref).join(", ")})`;
-    body.push(`  let t${i} = ${spec.opaque && op.dtype === "f32" ? `${call} | z` : call};`);
+    body.push(`  let t${i} = ${spec.opaque ? `${call} | z` : call};`);
   });
   const m = k.outputs.length;
   const fields = k.outputs.map((_, j) => `v${j}: u32`).join(", ");
