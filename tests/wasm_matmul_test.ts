@@ -17,6 +17,11 @@ import { rng as mulberry32 } from "./rng.ts";
 
 type F = "f32" | "f16" | "bf16";
 
+/** A suite run with NBIT_WASM=0 tests the fallback: tests of WebAssembly-only behavior skip. */
+const WASM = Deno.env.get("NBIT_WASM") !== "0";
+const wasmTest = (name: string, fn: () => void | Promise<void>) =>
+  Deno.test({ name, ignore: !WASM, fn });
+
 interface Case {
   m: number;
   k: number;
@@ -145,7 +150,7 @@ const caseArb = fc.record({
   bBatch: r.batchShape.map((d, i) => (r.bOnes[i] ? 1 : d)),
 }));
 
-Deno.test("wasm matmul: runs on this machine (SIMD detected, not disabled)", () => {
+wasmTest("wasm matmul: runs on this machine (SIMD detected, not disabled)", () => {
   const info = wasmMatmulInfo();
   assert.ok(info, "the WebAssembly path must be active for these tests to mean anything");
 });
@@ -303,33 +308,36 @@ const big = (m: number, k: number, n: number, o: Partial<Case> = {}): Case => ({
   ...o,
 });
 
-Deno.test("wasm matmul: 1 thread ≡ 2 threads bit for bit (split by batches, rows, columns)", async () => {
-  const cases = [
-    big(96, 300, 40), // rows split (m ≥ n)
-    big(20, 600, 200, { transA: true, ot: "bf16" }), // columns split
-    big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
-    big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
-    big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
-  ];
-  const r = mulberry32(11);
-  const data = cases.map((c) => operands(c, () => r() * 2 - 1));
-  try {
-    setCpuThreads(1);
-    const one = [];
-    for (let i = 0; i < cases.length; i++) one.push(await run(cases[i], data[i].a, data[i].b));
-    setCpuThreads(2);
-    await threadsReady(2);
-    const before = wasmMatmulInfo()!.splits;
-    for (let i = 0; i < cases.length; i++) {
-      const two = await run(cases[i], data[i].a, data[i].b);
-      assert.deepEqual(two, one[i], JSON.stringify(cases[i]));
-      checkBound(cases[i], two, data[i].a, data[i].b);
+wasmTest(
+  "wasm matmul: 1 thread ≡ 2 threads bit for bit (split by batches, rows, columns)",
+  async () => {
+    const cases = [
+      big(96, 300, 40), // rows split (m ≥ n)
+      big(20, 600, 200, { transA: true, ot: "bf16" }), // columns split
+      big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
+      big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
+      big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
+    ];
+    const r = mulberry32(11);
+    const data = cases.map((c) => operands(c, () => r() * 2 - 1));
+    try {
+      setCpuThreads(1);
+      const one = [];
+      for (let i = 0; i < cases.length; i++) one.push(await run(cases[i], data[i].a, data[i].b));
+      setCpuThreads(2);
+      await threadsReady(2);
+      const before = wasmMatmulInfo()!.splits;
+      for (let i = 0; i < cases.length; i++) {
+        const two = await run(cases[i], data[i].a, data[i].b);
+        assert.deepEqual(two, one[i], JSON.stringify(cases[i]));
+        checkBound(cases[i], two, data[i].a, data[i].b);
+      }
+      assert.equal(wasmMatmulInfo()!.splits - before, cases.length, "every product was split");
+    } finally {
+      closeCpuThreads();
     }
-    assert.equal(wasmMatmulInfo()!.splits - before, cases.length, "every product was split");
-  } finally {
-    closeCpuThreads();
-  }
-});
+  },
+);
 
 /** Run `f` with environment variables set, then restore them and the pool. */
 async function withEnv(vars: Record<string, string>, f: () => Promise<void>): Promise<void> {
@@ -346,32 +354,38 @@ async function withEnv(vars: Record<string, string>, f: () => Promise<void>): Pr
   }
 }
 
-Deno.test("wasm matmul: plain SIMD (NBIT_WASM_FMA=0) equals sequential f32 mul+add bit for bit", async () => {
-  await withEnv({ NBIT_WASM_FMA: "0" }, async () => {
-    assert.equal(wasmMatmulInfo()?.fma, false);
-    const r = mulberry32(5);
-    for (
-      const c of [big(13, 1100, 17, { transB: true }), big(7, 49, 513, { at: "f16", transA: true })]
-    ) {
-      const { a, b } = operands(c, () => r() * 2 - 1);
-      const got = await run(c, a, b) as Float32Array;
-      const A = decode(c.at, a), B = decode(c.bt, b);
-      for (let i = 0; i < c.m; i++) {
-        for (let j = 0; j < c.n; j++) {
-          let acc = 0;
-          for (let p = 0; p < c.k; p++) {
-            const x = A[c.transA ? p * c.m + i : i * c.k + p];
-            const y = B[c.transB ? j * c.k + p : p * c.n + j];
-            acc = Math.fround(acc + Math.fround(x * y));
-          }
-          if (!Object.is(got[i * c.n + j], acc)) {
-            assert.fail(`(${i}, ${j}): ${got[i * c.n + j]} vs ${acc}`);
+wasmTest(
+  "wasm matmul: plain SIMD (NBIT_WASM_FMA=0) equals sequential f32 mul+add bit for bit",
+  async () => {
+    await withEnv({ NBIT_WASM_FMA: "0" }, async () => {
+      assert.equal(wasmMatmulInfo()?.fma, false);
+      const r = mulberry32(5);
+      for (
+        const c of [
+          big(13, 1100, 17, { transB: true }),
+          big(7, 49, 513, { at: "f16", transA: true }),
+        ]
+      ) {
+        const { a, b } = operands(c, () => r() * 2 - 1);
+        const got = await run(c, a, b) as Float32Array;
+        const A = decode(c.at, a), B = decode(c.bt, b);
+        for (let i = 0; i < c.m; i++) {
+          for (let j = 0; j < c.n; j++) {
+            let acc = 0;
+            for (let p = 0; p < c.k; p++) {
+              const x = A[c.transA ? p * c.m + i : i * c.k + p];
+              const y = B[c.transB ? j * c.k + p : p * c.n + j];
+              acc = Math.fround(acc + Math.fround(x * y));
+            }
+            if (!Object.is(got[i * c.n + j], acc)) {
+              assert.fail(`(${i}, ${j}): ${got[i * c.n + j]} vs ${acc}`);
+            }
           }
         }
       }
-    }
-  });
-});
+    });
+  },
+);
 
 Deno.test("wasm matmul: NBIT_WASM=0 runs the TypeScript kernel (f64 accumulation, rounded once)", async () => {
   await withEnv({ NBIT_WASM: "0" }, async () => {
@@ -416,7 +430,7 @@ Deno.test("wasm matmul: memory stays flat over repeated products", async () => {
   a.dispose(), b.dispose();
 });
 
-Deno.test("wasm matmul: a script that runs a threaded matmul exits by itself", async () => {
+wasmTest("wasm matmul: a script that runs a threaded matmul exits by itself", async () => {
   const mod = new URL("../mod.ts", import.meta.url).href;
   const pool = new URL("../lib/backend/cpu/wasm/matmul.ts", import.meta.url).href;
   const code = `import * as nb from "${mod}";
@@ -439,21 +453,24 @@ console.log(wasmMatmulInfo().splits, (await out.data())[0]);`;
   assert.equal(text, "1 256");
 });
 
-Deno.test("wasm matmul: skinny products (m ≤ 4, B streamed) equal the packed path bit for bit", async () => {
-  const r = mulberry32(21);
-  for (const bt of ["f32", "bf16", "f16"] as const) {
-    for (const m of [1, 2, 3, 4]) {
-      const k = 700, n = 45;
-      const thin = big(m, k, n, { bt });
-      const wide = big(7, k, n, { bt }); // 7 rows: the packed 6×8 kernel
-      const { a, b } = operands(wide, () => r() * 2 - 1);
-      const all = await run(wide, a, b);
-      const few = await run(thin, a.slice(0, m * k), b);
-      assert.deepEqual(few, all.slice(0, m * n), `${bt} m = ${m}`);
-      checkBound(thin, few, a.slice(0, m * k), b);
+wasmTest(
+  "wasm matmul: skinny products (m ≤ 4, B streamed) equal the packed path bit for bit",
+  async () => {
+    const r = mulberry32(21);
+    for (const bt of ["f32", "bf16", "f16"] as const) {
+      for (const m of [1, 2, 3, 4]) {
+        const k = 700, n = 45;
+        const thin = big(m, k, n, { bt });
+        const wide = big(7, k, n, { bt }); // 7 rows: the packed 6×8 kernel
+        const { a, b } = operands(wide, () => r() * 2 - 1);
+        const all = await run(wide, a, b);
+        const few = await run(thin, a.slice(0, m * k), b);
+        assert.deepEqual(few, all.slice(0, m * n), `${bt} m = ${m}`);
+        checkBound(thin, few, a.slice(0, m * k), b);
+      }
     }
-  }
-});
+  },
+);
 
 Deno.test("wasm matmul: f32 → f16/bf16 output rounding matches lib/dtype.ts bit for bit", async () => {
   // a @ [[1]] = a exactly (but −0 · 1 + 0 = +0), so the narrow output must be the rounding of
