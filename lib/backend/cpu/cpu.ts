@@ -397,7 +397,7 @@ export const cpu: Backend = guardKernels({
       // WebAssembly SIMD in place on the heap (f32 accumulation, rounded once).
       const h = newBuffer(outDtype, size);
       const ap = storageOf(a).byteOffset, bp = storageOf(b).byteOffset;
-      wasmMatmul(ap, a.dtype, bp, b.dtype, g, outDtype, h.ptr, () => [values(a), values(b)]);
+      wasmMatmul(ap, a.dtype, bp, b.dtype, g, outDtype, h.ptr);
       return h;
     }
     // Narrow float outputs round once from the f64 accumulator (no f32 step in between).

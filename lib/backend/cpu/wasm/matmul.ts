@@ -40,6 +40,8 @@ interface State {
   fma: boolean;
   /** Per-thread packing buffers (heap blocks, kept for the pool's lifetime). */
   packs: number;
+  /** Byte address of the exact f16 → f32 table. */
+  f16Table: number;
   /** Products split across more than one thread so far. */
   splits: number;
 }
@@ -59,7 +61,8 @@ function init(): State {
   const bytes = gemmModuleBytes(fma, shared, MAX_PAGES, table.byteOffset);
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
-  return { memory, pool: new Pool(threads, memory, bytes, ex), fma, packs, splits: 0 };
+  const pool = new Pool(threads, memory, bytes, ex);
+  return { memory, pool, fma, packs, f16Table: table.byteOffset, splits: 0 };
 }
 
 /**
@@ -110,6 +113,22 @@ function batchOffset(b: number, shape: readonly number[], strides: readonly numb
 
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
+
+/** The value of element `x` of an operand at byte address `at` (f16 through the exact table). */
+function elementReader(s: State, d: DType, at: number): (x: number) => number {
+  const buf = s.memory.buffer;
+  if (d === "f32") {
+    const f = new Float32Array(buf, at);
+    return (x) => f[x];
+  }
+  const h = new Uint16Array(buf, at);
+  if (d === "bf16") {
+    const w = new Uint32Array(1), f = new Float32Array(w.buffer);
+    return (x) => (w[0] = h[x] << 16, f[0]);
+  }
+  const table = new Float32Array(buf, s.f16Table, 65536);
+  return (x) => table[h[x]];
+}
 
 /** f32 bits that sit exactly on a rounding tie of `d` (f16 or bf16). */
 function isTie(d: DType, u: number): boolean {
@@ -166,8 +185,7 @@ export function wasmMatmulApplies(aType: DType, bType: DType, outType: DType): b
 /**
  * `out = a @ b` in place on the CPU heap: `a`, `b` and `out` are byte addresses of heap blocks
  * (`out` holds `batch·m·n` elements of `outType`). Only for dtypes where
- * {@link wasmMatmulApplies}. `operandValues` gives the operands' values, read only to resolve
- * rounding ties of narrow outputs.
+ * {@link wasmMatmulApplies}.
  */
 export function wasmMatmul(
   a: number,
@@ -177,7 +195,6 @@ export function wasmMatmul(
   g: MatmulGeometry,
   outType: DType,
   out: number,
-  operandValues: () => readonly [ArrayLike<number>, ArrayLike<number>],
 ): void {
   const ae = ELEMS[aType], be = ELEMS[bType];
   if (ae === undefined || be === undefined || ELEMS[outType] === undefined) {
@@ -233,15 +250,15 @@ export function wasmMatmul(
       J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
     });
     if (!narrowOut) return;
-    let va: ArrayLike<number> | undefined, vb: ArrayLike<number> = [];
+    // Exact f64 sum of one output, reading single elements of the operands in place.
+    const va = elementReader(s, aType, a), vb = elementReader(s, bType, b);
     const dot: Dot = (bt, i, j) => {
-      if (!va) [va, vb] = operandValues();
       const ao = batchOffset(bt, g.batchShape, g.aBatchStride);
       const bo = batchOffset(bt, g.batchShape, g.bBatchStride);
       let acc = 0;
       for (let p = 0; p < k; p++) {
-        acc += va[ao + (g.transA ? p * m + i : i * k + p)] *
-          vb[bo + (g.transB ? j * k + p : p * n + j)];
+        acc += va(ao + (g.transA ? p * m + i : i * k + p)) *
+          vb(bo + (g.transB ? j * k + p : p * n + j));
       }
       return acc;
     };
