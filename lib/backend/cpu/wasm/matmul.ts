@@ -211,8 +211,9 @@ export function wasmMatmul(
   const tAt = alloc(tBytes);
   // Skinny products stream B unpacked (half the bytes for f16/bf16 weights); A is packed once.
   const thin = m <= SKINNY_M && !g.transB && batch === 1 && k > 0;
-  const aPkBytes = thin ? k * MR * 4 : 0;
-  const aPk = thin ? alloc(aPkBytes) : 0;
+  // A packed once, in thread 0's A buffer (skinny regions do not use it) when it fits.
+  const aPkBytes = thin && k * MR * 4 > PACK_A ? k * MR * 4 : 0;
+  const aPk = !thin ? 0 : aPkBytes ? alloc(aPkBytes) : s.packs;
   try {
     if (thin) s.pool.ex[`packA${ae}`](a, g.transA ? 1 : k, g.transA ? m : 1, m, k, aPk);
     const buf = s.memory.buffer;
