@@ -364,6 +364,9 @@ wasmTest(
         const c of [
           big(13, 1100, 17, { transB: true }),
           big(7, 49, 513, { at: "f16", transA: true }),
+          big(3, 600, 37, { bt: "bf16" }), // skinny: 8-row chunks, a 5-column tail
+          big(1, 300, 16, { bt: "f16", at: "bf16", transA: true }), // skinny, A in registers
+          big(2, 4200, 9, { bt: "bf16" }), // skinny, A too deep for the reused A buffer
         ]
       ) {
         const { a, b } = operands(c, () => r() * 2 - 1);
