@@ -210,6 +210,9 @@ function store(out: DType, data: Num): CpuBuffer {
   const view = viewOf(h, out, n);
   if (view.byteOffset !== data.byteOffset || view.buffer !== data.buffer) {
     encodeInto(out, data, view);
+  } else if (out === "bool") {
+    // Computed in place as u8 (e.g. neg of a bool gives 255): bool storage holds 0 or 1.
+    for (let i = 0; i < n; i++) if (view[i] > 1) view[i] = 1;
   }
   return h;
 }
