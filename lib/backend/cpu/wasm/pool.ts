@@ -82,13 +82,16 @@ function workerCtor(): WorkerCtor | undefined {
   return g.Worker;
 }
 
-/** The default thread count: `NBIT_THREADS`, else `navigator.hardwareConcurrency`, else 1. */
+/**
+ * The default thread count: `NBIT_THREADS`, else `navigator.hardwareConcurrency` up to 8 (each
+ * thread keeps 2.2 MB of packing buffers), else 1.
+ */
 export function defaultThreads(): number {
   const env = Number(envVar("NBIT_THREADS"));
   if (Number.isInteger(env) && env >= 1) return env;
   const hc = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
     ?.hardwareConcurrency;
-  return typeof hc === "number" && hc >= 1 ? hc : 1;
+  return typeof hc === "number" && hc >= 1 ? Math.min(8, Math.floor(hc)) : 1;
 }
 
 /** Splits of jobs across threads; thread 0 is the caller. */
