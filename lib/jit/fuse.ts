@@ -28,6 +28,8 @@ export type Step =
   };
 
 const FUSIBLE = new Set(["unary", "binary", "where", "cast", "copy"]);
+/** How many of the latest groups a node with no fused producer may join (horizontal fusion). */
+const HORIZON = 8;
 
 /** Whether a node can be part of a fused kernel. */
 export function fusible(n: Node): boolean {
@@ -93,10 +95,17 @@ export function schedule(
   // A value of an open group is needed now (by a kernel that cannot join it): compute it and
   // the members it depends on now, and leave the rest of the group open (so, e.g., gradScale's
   // finite check runs before the Adam update, and its select joins the update's pass).
-  const need = (g: Group, id: number) => {
+  // Whether node `c`, not yet scheduled, could still join the group of a value it reads.
+  const mayJoin = (c: number, now: number) => c > now && !constant[c] && fusible(nodes[c]);
+  const need = (g: Group, id: number, now: number) => {
     const inside = new Set(g.members);
     const anc = new Set<number>();
-    const stack = [id];
+    // Members no later kernel can join (every reader is outside the group and cannot fuse)
+    // gain nothing from waiting: they go now too.
+    const done = g.members.filter((y) =>
+      s.consumers[y].every((c) => !inside.has(c) && !mayJoin(c, now))
+    );
+    const stack = [id, ...done];
     while (stack.length) {
       const m = stack.pop()!;
       if (anc.has(m)) continue;
@@ -114,7 +123,7 @@ export function schedule(
     if (!opts.fuse || !fusible(n)) {
       for (const i of new Set(inputIds(n))) {
         const g = groupOf[i];
-        if (g?.open) need(g, i);
+        if (g?.open) need(g, i, id);
       }
       out.push({ kind: "node", id });
       return;
@@ -122,7 +131,7 @@ export function schedule(
     const views = reads(n);
     for (const v of views) {
       const g = groupOf[v.id];
-      if (g?.open && !isIdentity(v, nodes[v.id].size)) need(g, v.id);
+      if (g?.open && !isIdentity(v, nodes[v.id].size)) need(g, v.id, id);
     }
     const joined = new Set<Group>();
     for (const v of views) {
@@ -130,7 +139,13 @@ export function schedule(
       if (g?.open) joined.add(g);
     }
     let g: Group;
-    if (joined.size === 0) {
+    // Nothing read joins it: share the pass of a recent open group of the same size
+    // (independent work over one iteration space; each kernel call then does more).
+    const sibling = joined.size === 0
+      ? groups.slice(-HORIZON).reverse().find((h) => h.open && nodes[h.members[0]].size === n.size)
+      : undefined;
+    if (sibling) g = sibling;
+    else if (joined.size === 0) {
       g = { members: [], open: true, alive: true };
       groups.push(g);
     } else {

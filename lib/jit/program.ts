@@ -25,6 +25,8 @@ export interface ProgramStats {
   readonly fused: number;
   /** Kernels per call by kind (`fused`, or the Backend method of a single node). */
   readonly byKind: Readonly<Record<string, number>>;
+  /** One short line per kernel, in order (what it is, its size), for reading a schedule. */
+  readonly schedule: readonly string[];
 }
 
 /** A program compiled for one device. */
@@ -186,6 +188,15 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     const kind = st.kind === "fused" ? "fused" : nodes[st.id].op;
     byKind[kind] = (byKind[kind] ?? 0) + 1;
   }
+  const describe = (st: Step): string => {
+    if (st.kind === "fused") {
+      const ops = st.kernel.ops.map((o) => (o.op === "unary" || o.op === "binary" ? o.kind : o.op));
+      return `fused ${st.kernel.size}: ${ops.join(" ")} → ${st.outputs.length} out`;
+    }
+    const n = nodes[st.id];
+    const what = "kind" in n ? `${n.op}:${n.kind}` : n.op;
+    return `${what} ${n.dtype}[${n.size}]`;
+  };
   const stats: ProgramStats = {
     traced: g.nodes.length,
     nodes: nodes.length,
@@ -193,6 +204,7 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     kernels,
     fused,
     byKind,
+    schedule: steps.map(describe),
   };
 
   // Outputs that per-call work computes (the others are arguments or constants).

@@ -9,7 +9,7 @@ import { unflatten } from "../tree.ts";
 import { add, astype, div, mul, sqrt, square, sub } from "../ops/elementwise.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import {
-  biasCorrection,
+  biasCorrections,
   checkLearningRate,
   checkNumber,
   computeDtype,
@@ -87,8 +87,7 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
         let s = scalars.get(c);
         if (!s) {
           const rc = typeof rate === "number" ? rate : astype(rate, c);
-          const bc1 = biasCorrection(b1, t, c);
-          const bc2 = biasCorrection(b2, t, c);
+          const [bc1, bc2] = biasCorrections([b1, b2], t, c);
           const decay = !decoupled || weightDecay === 0
             ? 1
             : typeof rc === "number"

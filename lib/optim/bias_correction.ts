@@ -34,7 +34,7 @@ import { type Tensor, tensor } from "../tensor.ts";
 import { temporaries } from "../op.ts";
 import { add, astype, minimum, mul, sub } from "../ops/elementwise.ts";
 import { take } from "../ops/index.ts";
-import { reshape, slice } from "../ops/shape.ts";
+import { reshape, slice, stack } from "../ops/shape.ts";
 
 const FRAC = 200n; // fraction bits of the host's fixed-point arithmetic
 const ONE = 1n << FRAC;
@@ -169,6 +169,46 @@ function tables(b: number): Tables {
 
 const cache = new Map<number, Tables>();
 
+function tablesOf(b: number): Tables {
+  let tb = cache.get(b);
+  if (!tb) cache.set(b, tb = tables(b));
+  return tb;
+}
+
+/** Several betas' tables stacked as rows of 5 (l rows, then h rows padded), with offsets. */
+interface Stacked {
+  readonly rows: Float32Array;
+  readonly lAt: readonly number[];
+  readonly hAt: readonly number[];
+}
+
+const stackedCache = new Map<string, Stacked>();
+
+function stacked(bs: readonly number[]): Stacked {
+  const key = bs.join(",");
+  let st = stackedCache.get(key);
+  if (st) return st;
+  const tbs = bs.map(tablesOf);
+  const lAt: number[] = [];
+  const hAt: number[] = [];
+  let rows = 0;
+  for (const tb of tbs) {
+    lAt.push(rows);
+    rows += tb.lRows;
+    hAt.push(rows);
+    rows += tb.hRows;
+  }
+  const out = new Float32Array(rows * 5);
+  tbs.forEach((tb, k) => {
+    out.set(tb.lRows5, lAt[k] * 5);
+    for (let i = 0; i < tb.hRows; i++) {
+      out.set(tb.hRows3.subarray(3 * i, 3 * i + 3), (hAt[k] + i) * 5);
+    }
+  });
+  stackedCache.set(key, st = { rows: out, lAt, hAt });
+  return st;
+}
+
 /**
  * `1 − bᵗ` rounded once to f32, for an f32 tensor `t` of non-negative integer step counts
  * (any shape; values up to 2²⁴), on `t`'s device. `b` is a number in [0, 1].
@@ -179,31 +219,61 @@ const cache = new Map<number, Tables>();
  * ```
  */
 export function oneMinusPow(b: number, t: Tensor): Tensor {
-  if (!(b >= 0 && b <= 1)) throw new Error(`oneMinusPow: b must be in [0, 1], got ${b}`);
+  return oneMinusPows([b], t)[0];
+}
+
+/**
+ * `1 − bᵗ` for several `b` at once (Adam's two betas): the same values as
+ * {@linkcode oneMinusPow}, with one table lookup for all of them.
+ *
+ * @example
+ * ```ts
+ * const [bc1, bc2] = oneMinusPows([0.9, 0.999], add(state.count, 1));
+ * ```
+ */
+export function oneMinusPows(bs: readonly number[], t: Tensor): Tensor[] {
+  for (const b of bs) {
+    if (!(b >= 0 && b <= 1)) throw new Error(`oneMinusPow: b must be in [0, 1], got ${b}`);
+  }
   return temporaries(() => {
     const tf = astype(t, "f32");
-    if (b === 0 || b === 1) {
-      // 1 − 0ᵗ = 1 for t ≥ 1 (0 at t = 0); 1 − 1ᵗ = 0.
-      return b === 1 ? mul(tf, 0) : minimum(tf, 1);
+    const general = [...new Set(bs.filter((b) => b !== 0 && b !== 1))];
+    const values = new Map<number, Tensor>();
+    if (general.length) {
+      const st = stacked(general);
+      const ti = astype(tf, "i32");
+      const idx: Tensor[] = [];
+      general.forEach((b, k) => {
+        const tb = tablesOf(b);
+        const hi = astype(mul(tf, 1 / tb.L), "i32"); // exact scaling, truncation = floor (t ≥ 0)
+        const li = minimum(sub(ti, mul(hi, tb.L)), tb.lRows - 1);
+        const hc = minimum(hi, tb.hRows - 1);
+        idx.push(add(li, st.lAt[k]), add(hc, st.hAt[k]));
+      });
+      // One lookup for every table row needed, sliced apart afterwards.
+      const shape = t.shape;
+      const all = stack(idx, -1); // [...shape, 2·betas]
+      const table = tensor(st.rows, { shape: [st.rows.length / 5, 5], device: t.device });
+      const got = take(table, all); // [...shape, 2·betas, 5]
+      const at = shape.map(() => 0);
+      const col = (j: number, c: number) =>
+        reshape(slice(got, [...at, j, c], [...shape, 1, 1]), shape);
+      general.forEach((b, k) => values.set(b, combine(k, col)));
     }
-    let tb = cache.get(b);
-    if (!tb) cache.set(b, tb = tables(b));
-    const dev = t.device;
-    const ti = astype(tf, "i32");
-    const hi = astype(mul(tf, 1 / tb.L), "i32"); // exact scaling, truncation = floor (t ≥ 0)
-    const li = minimum(sub(ti, mul(hi, tb.L)), tb.lRows - 1);
-    const hc = minimum(hi, tb.hRows - 1);
-    // One lookup per table: its rows hold every column, sliced apart afterwards.
-    const columns = (rows: Float32Array, width: number, idx: Tensor): Tensor[] => {
-      const got = take(tensor(rows, { shape: [rows.length / width, width], device: dev }), idx);
-      const at = idx.shape.map(() => 0);
-      return Array.from(
-        { length: width },
-        (_, c) => reshape(slice(got, [...at, c], [...idx.shape, 1]), idx.shape),
-      );
-    };
-    const [ch, cl, a1, a2, al] = columns(tb.lRows5, 5, li);
-    const [d1, d2, dl] = columns(tb.hRows3, 3, hc);
+    return bs.map((b) => {
+      // 1 − 0ᵗ = 1 for t ≥ 1 (0 at t = 0); 1 − 1ᵗ = 0.
+      if (b === 1) return mul(tf, 0);
+      if (b === 0) return minimum(tf, 1);
+      return values.get(b)!;
+    });
+  });
+}
+
+/** The double-f32 evaluation of `C[l] + A[l]·D[h]` for beta `k` of a lookup. */
+function combine(k: number, col: (j: number, c: number) => Tensor): Tensor {
+  {
+    const [ch, cl, a1, a2, al] = [0, 1, 2, 3, 4].map((c) => col(2 * k, c));
+    const [d1, d2, dl] = [0, 1, 2].map((c) => col(2 * k + 1, c));
     const ah = add(a1, a2); // exact: the halves were split from an f32
     const dh = add(d1, d2);
     // Dekker: p + e = ah·dh exactly.
@@ -215,5 +285,5 @@ export function oneMinusPow(b: number, t: Tensor): Tensor {
     const bb = sub(s, ch);
     const r = add(sub(ch, sub(s, bb)), sub(p, bb));
     return add(s, add(add(r, cl), pLo));
-  });
+  }
 }

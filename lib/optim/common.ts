@@ -11,7 +11,7 @@ import { cpu } from "../backend/cpu/cpu.ts";
 import { leaves, unflatten } from "../tree.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import { astype, pow, sub } from "../ops/elementwise.ts";
-import { oneMinusPow } from "./bias_correction.ts";
+import { oneMinusPow, oneMinusPows } from "./bias_correction.ts";
 
 /**
  * The ownership rule of every optimizer: `init` and `update` run inside `tidy`, so each frees
@@ -87,6 +87,18 @@ export function learningRateAt(lr: LearningRate, count: Tensor): number | Tensor
  */
 export function biasCorrection(b: number, t: Tensor, c: DType): Tensor {
   return c === "f64" ? sub(1, pow(b, astype(t, "f64"))) : oneMinusPow(b, t);
+}
+
+/**
+ * {@linkcode biasCorrection} for several betas at once (one table lookup in f32).
+ *
+ * @example
+ * ```ts
+ * const [bc1, bc2] = biasCorrections([0.9, 0.999], add(state.count, 1), "f32");
+ * ```
+ */
+export function biasCorrections(bs: readonly number[], t: Tensor, c: DType): Tensor[] {
+  return c === "f64" ? bs.map((b) => biasCorrection(b, t, c)) : oneMinusPows(bs, t);
 }
 
 /**

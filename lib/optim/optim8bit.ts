@@ -30,7 +30,7 @@ import { full, Tensor, tensor, zeros } from "../tensor.ts";
 import { add, astype, div, isFinite, mul, sqrt, square, sub, where } from "../ops/elementwise.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import {
-  biasCorrection,
+  biasCorrections,
   checkLearningRate,
   checkNumber,
   computeDtype,
@@ -223,8 +223,8 @@ function adam8bitLike(
       const scalarsFor = (c: DType) => {
         let s = scalars.get(c);
         if (!s) {
-          const bc1 = biasCorrection(b1, t, c);
-          const sqrtBc2 = sqrt(biasCorrection(b2, t, c));
+          const [bc1, bc2] = biasCorrections([b1, b2], t, c);
+          const sqrtBc2 = sqrt(bc2);
           s = { stepSize: mul(rate, div(sqrtBc2, bc1)), epsHat: mul(sqrtBc2, eps) };
           scalars.set(c, s);
         }
