@@ -51,7 +51,7 @@ function vec(items: readonly number[][]): number[] {
 }
 
 /** Value types. */
-export const T = { i32: 0x7f, f32: 0x7d, v128: 0x7b } as const;
+export const T = { i32: 0x7f, f32: 0x7d, f64: 0x7c, v128: 0x7b } as const;
 
 /** Block type "no result". */
 const EMPTY = 0x40;
@@ -91,6 +91,9 @@ export const I = {
   shl: 0x74,
   shrU: 0x76,
   f32Mul: 0x94,
+  f64Add: 0xa0,
+  f64Mul: 0xa2,
+  f64FromF32: 0xbb,
   f32FromBits: 0xbe,
   f32Bits: 0xbc,
   select: 0x1b,

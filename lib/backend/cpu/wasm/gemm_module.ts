@@ -696,6 +696,48 @@ function tieScan(e: Elem): Func {
   };
 }
 
+/**
+ * `dot{ea}{eb}(a, sa, b, sb, k) → f64`: Σ_p a[p]·b[p] in f64, p = 0, 1, …, k−1, with byte
+ * strides `sa`, `sb`; products of f32 values are exact in f64, so this is the f64 sum of the
+ * exact products (the TypeScript kernel's order), used to resolve narrow-output ties.
+ */
+function dot64(ea: Elem, eb: Elem): Func {
+  const [a, sa, b, sb, k, acc, h, v] = [0, 1, 2, 3, 4, 5, 6, 7];
+  return {
+    name: `dot${ea}${eb}`,
+    params: [T.i32, T.i32, T.i32, T.i32, T.i32],
+    results: [T.f64],
+    locals: [T.f64, T.i32, T.i32],
+    body: [
+      whileLoop([I.get(k), I.i32(0), I.gtS], [
+        I.get(acc),
+        I.get(a),
+        loadScalar(ea, h, v),
+        I.f64FromF32,
+        I.get(b),
+        loadScalar(eb, h, v),
+        I.f64FromF32,
+        I.f64Mul,
+        I.f64Add,
+        I.set(acc),
+        I.get(a),
+        I.get(sa),
+        I.add,
+        I.set(a),
+        I.get(b),
+        I.get(sb),
+        I.add,
+        I.set(b),
+        I.get(k),
+        I.i32(1),
+        I.sub,
+        I.set(k),
+      ]),
+      I.get(acc),
+    ],
+  };
+}
+
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;
 
@@ -724,7 +766,15 @@ export function gemmModuleBytes(
   const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
   const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
   const narrows = [ELEM.bf16, ELEM.f16].flatMap((e) => [narrowOut(e), tieScan(e)]);
-  return wasmModule([kernel(fma), ...elems.map(packA), ...elems.map(packB), ...thin, ...narrows], {
+  const dots = elems.flatMap((ea) => elems.map((eb) => dot64(ea, eb)));
+  return wasmModule([
+    kernel(fma),
+    ...elems.map(packA),
+    ...elems.map(packB),
+    ...thin,
+    ...narrows,
+    ...dots,
+  ], {
     shared,
     minPages: 1,
     maxPages,

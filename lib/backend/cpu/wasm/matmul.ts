@@ -40,8 +40,6 @@ interface State {
   fma: boolean;
   /** Per-thread packing buffers (heap blocks, kept for the pool's lifetime). */
   packs: number;
-  /** Byte address of the exact f16 → f32 table. */
-  f16Table: number;
   /** Products split across more than one thread so far. */
   splits: number;
 }
@@ -62,7 +60,7 @@ function init(): State {
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
   const pool = new Pool(threads, memory, bytes, ex);
-  return { memory, pool, fma, packs, f16Table: table.byteOffset, splits: 0 };
+  return { memory, pool, fma, packs, splits: 0 };
 }
 
 /**
@@ -113,22 +111,6 @@ function batchOffset(b: number, shape: readonly number[], strides: readonly numb
 
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
-
-/** The value of element `x` of an operand at byte address `at` (f16 through the exact table). */
-function elementReader(s: State, d: DType, at: number): (x: number) => number {
-  const buf = s.memory.buffer;
-  if (d === "f32") {
-    const f = new Float32Array(buf, at);
-    return (x) => f[x];
-  }
-  const h = new Uint16Array(buf, at);
-  if (d === "bf16") {
-    const w = new Uint32Array(1), f = new Float32Array(w.buffer);
-    return (x) => (w[0] = h[x] << 16, f[0]);
-  }
-  const table = new Float32Array(buf, s.f16Table, 65536);
-  return (x) => table[h[x]];
-}
 
 /** f32 bits that sit exactly on a rounding tie of `d` (f16 or bf16). */
 function isTie(d: DType, u: number): boolean {
@@ -251,17 +233,12 @@ export function wasmMatmul(
       J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
     });
     if (!narrowOut) return;
-    // Exact f64 sum of one output, reading single elements of the operands in place.
-    const va = elementReader(s, aType, a), vb = elementReader(s, bType, b);
+    // Exact f64 sum of one output, reading the operands in place (in WebAssembly).
+    const dotFn = s.pool.ex[`dot${ae}${be}`] as unknown as (...x: number[]) => number;
     const dot: Dot = (bt, i, j) => {
-      const ao = batchOffset(bt, g.batchShape, g.aBatchStride);
-      const bo = batchOffset(bt, g.batchShape, g.bBatchStride);
-      let acc = 0;
-      for (let p = 0; p < k; p++) {
-        acc += va(ao + (g.transA ? p * m + i : i * k + p)) *
-          vb(bo + (g.transB ? j * k + p : p * n + j));
-      }
-      return acc;
+      const ao = batchOffset(bt, g.batchShape, g.aBatchStride) + (g.transA ? i : i * k);
+      const bo = batchOffset(bt, g.batchShape, g.bBatchStride) + (g.transB ? j * k : j);
+      return dotFn(a + ao * sa, (g.transA ? m : 1) * sa, b + bo * sb, (g.transB ? 1 : n) * sb, k);
     };
     narrow(outType, cAt, out, total, g, dot, s);
   } finally {
