@@ -95,15 +95,18 @@ export function schedule(
   // A value of an open group is needed now (by a kernel that cannot join it): compute it and
   // the members it depends on now, and leave the rest of the group open (so, e.g., gradScale's
   // finite check runs before the Adam update, and its select joins the update's pass).
-  // Whether node `c`, not yet scheduled, could still join the group of a value it reads.
-  const mayJoin = (c: number, now: number) => c > now && !constant[c] && fusible(nodes[c]);
+  // Whether node `c`, not yet scheduled, could still join the group of value `y` (it reads `y`
+  // element for element).
+  const mayJoin = (c: number, y: number, now: number) =>
+    c > now && !constant[c] && fusible(nodes[c]) &&
+    reads(nodes[c]).some((v) => v.id === y && isIdentity(v, nodes[y].size));
   const need = (g: Group, id: number, now: number) => {
     const inside = new Set(g.members);
     const anc = new Set<number>();
     // Members no later kernel can join (every reader is outside the group and cannot fuse)
     // gain nothing from waiting: they go now too.
     const done = g.members.filter((y) =>
-      s.consumers[y].every((c) => !inside.has(c) && !mayJoin(c, now))
+      s.consumers[y].every((c) => !inside.has(c) && !mayJoin(c, y, now))
     );
     const stack = [id, ...done];
     while (stack.length) {

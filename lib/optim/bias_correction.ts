@@ -30,11 +30,11 @@
  *
  * @module
  */
-import { type Tensor, tensor } from "../tensor.ts";
+import { arange, type Tensor, tensor } from "../tensor.ts";
 import { temporaries } from "../op.ts";
-import { add, astype, minimum, mul, sub } from "../ops/elementwise.ts";
+import { add, astype, equal, minimum, mul, sub, where } from "../ops/elementwise.ts";
 import { take } from "../ops/index.ts";
-import { reshape, slice, stack } from "../ops/shape.ts";
+import { reshape, slice } from "../ops/shape.ts";
 
 const FRAC = 200n; // fraction bits of the host's fixed-point arithmetic
 const ONE = 1n << FRAC;
@@ -252,7 +252,12 @@ export function oneMinusPows(bs: readonly number[], t: Tensor): Tensor[] {
       });
       // One lookup for every table row needed, sliced apart afterwards.
       const shape = t.shape;
-      const all = stack(idx, -1); // [...shape, 2·betas]
+      // [...shape, 2·betas] by selects over a position constant (elementwise work that fuses,
+      // where a concat would be one kernel per piece).
+      const pos = arange(idx.length, undefined, 1, { device: t.device });
+      const col1 = (x: Tensor) => reshape(x, [...shape, 1]);
+      let all = col1(idx[idx.length - 1]);
+      for (let j = idx.length - 2; j >= 0; j--) all = where(equal(pos, j), col1(idx[j]), all);
       const table = tensor(st.rows, { shape: [st.rows.length / 5, 5], device: t.device });
       const got = take(table, all); // [...shape, 2·betas, 5]
       const at = shape.map(() => 0);
