@@ -55,8 +55,8 @@ interface Options {
 }
 
 type MatDType = "f32" | "f16";
-type LibName = "nbit" | "tfjs" | "jax-js";
-const LIBS: readonly LibName[] = ["nbit", "tfjs", "jax-js"];
+type LibName = "nbit" | "nbit-jit" | "tfjs" | "jax-js";
+const LIBS: readonly LibName[] = ["nbit", "nbit-jit", "tfjs", "jax-js"];
 
 const USAGE = `usage: deno run -A bench/webgpu_peers.ts [options]
   --sizes 256,512,1024   matmul sizes N (default 256,512,1024)
@@ -302,13 +302,14 @@ interface Trainer {
 
 const B1 = 0.9, B2 = 0.999, EPS = 1e-8;
 
-async function nbitLib(): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
+/** nbit; with `jit`, its train step is compiled with `jit` (its matmuls are the same kernels). */
+async function nbitLib(jit = false): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
   const nb: NB = await import("../mod.ts");
   const { webgpu } = await import("../lib/backend/webgpu/webgpu.ts");
   const gpu: WebGPUBackend = await webgpu({ powerPreference: "high-performance" });
   type T = import("../mod.ts").Tensor;
   const lib: Lib<T> = {
-    name: "nbit",
+    name: jit ? "nbit-jit" : "nbit",
     // f16 always runs: packed storage, with native f16 math where shader-f16 exists.
     unsupported: () => Promise.resolve(undefined),
     async upload(data, n, dtype) {
@@ -337,10 +338,11 @@ async function nbitLib(): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
         x: nb.tensor(s.x, { shape: [s.batch, s.sizes[0]], device }),
         y: nb.tensor(s.y, { shape: [s.batch], dtype: "i32", device }),
       };
-      const step = nb.trainStep<P, typeof batch>({
+      const base = nb.trainStep<P, typeof batch>({
         loss: (p, b) => nb.nn.crossEntropy(nb.nn.mlp(p, b.x), b.y),
         optimizer: nb.optim.adam({ lr: s.lr, b1: B1, b2: B2, eps: EPS }),
       });
+      const step = jit ? nb.jit(base) : base;
       let state = step.init(params);
       let last: T | undefined;
       return Promise.resolve({
@@ -366,7 +368,7 @@ async function nbitLib(): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
       return `${m.tensors} tensors, ${m.bytes} bytes live (peak ${m.peakBytes} bytes)`;
     },
   };
-  return [lib, { lib: "nbit", version: "this tree", adapter: gpu.adapter }];
+  return [lib, { lib: jit ? "nbit-jit" : "nbit", version: "this tree", adapter: gpu.adapter }];
 }
 
 async function tfjsLib(): Promise<[Lib<TFTensor>, LibInfo]> {
@@ -920,14 +922,18 @@ function markdown(r: Report): string {
           } |`,
       );
     }
-    const peers = r.train.filter((t) => t.lib !== "nbit" && t.msPerStep !== undefined);
-    if (nb && peers.length) {
+    const peers = r.train.filter((t) => !t.lib.startsWith("nbit") && t.msPerStep !== undefined);
+    const jitMs = r.train.find((t) => t.lib === "nbit-jit")?.msPerStep;
+    if (peers.length) {
       const best = peers.reduce((a, b) => (a.msPerStep! <= b.msPerStep! ? a : b));
-      lines.push(
-        "",
-        `nbit ÷ best peer (${best.lib}), ms/step: ${(nb / best.msPerStep!).toFixed(2)} ` +
-          `(speed: ${(best.msPerStep! / nb).toFixed(2)}×).`,
-      );
+      for (const [name, ms] of [["nbit", nb], ["nbit-jit", jitMs]] as const) {
+        if (!ms) continue;
+        lines.push(
+          "",
+          `${name} ÷ best peer (${best.lib}), ms/step: ${(ms / best.msPerStep!).toFixed(2)} ` +
+            `(speed: ${(best.msPerStep! / ms).toFixed(2)}×).`,
+        );
+      }
     }
     lines.push("");
   }
@@ -993,11 +999,13 @@ async function main() {
 
   const starters: Record<LibName, () => Promise<[Lib<unknown>, LibInfo]>> = {
     "nbit": nbitLib as () => Promise<[Lib<unknown>, LibInfo]>,
+    "nbit-jit": (() => nbitLib(true)) as () => Promise<[Lib<unknown>, LibInfo]>,
     "tfjs": tfjsLib as () => Promise<[Lib<unknown>, LibInfo]>,
     "jax-js": jaxLib as () => Promise<[Lib<unknown>, LibInfo]>,
   };
   const pkg: Record<LibName, string> = {
     "nbit": "(this tree)",
+    "nbit-jit": "(this tree)",
     "tfjs": `${versions["@tensorflow/tfjs"] ?? "@tensorflow/tfjs"} + ` +
       `${versions["@tensorflow/tfjs-backend-webgpu"] ?? "@tensorflow/tfjs-backend-webgpu"}`,
     "jax-js": versions["@jax-js/jax"] ?? "@jax-js/jax",
@@ -1022,7 +1030,7 @@ async function main() {
         const what = `matmul ${n} ${dtype}`;
         const runners: { runner: Runner; res: MatmulResult }[] = [];
         const results: MatmulResult[] = [];
-        for (const name of o.libs) {
+        for (const name of o.libs.filter((l) => l !== "nbit-jit")) { // same kernels as nbit
           const res: MatmulResult = { lib: name, n, dtype };
           results.push(res);
           const lib = libs.find((l) => l.name === name);
