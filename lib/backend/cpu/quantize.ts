@@ -1,6 +1,7 @@
 /**
  * CPU kernels of block-wise 8-bit quantization (bitsandbytes): the nearest entry of a 256-entry
- * map by binary search over the midpoints of consecutive entries, and the lookup back.
+ * map (the number of midpoints of consecutive entries below the value, found from a table over
+ * the value's top 16 bits and a short step), in one pass per element; and the lookup back.
  *
  * @module
  */
@@ -33,63 +34,77 @@ export function quantizeKernel(
       `quantizeKernel: out and y need ${n} elements, got ${out.length}, ${y.length}`,
     );
   }
-  const mids = new Float32Array(255);
-  for (let i = 0; i < 255; i++) mids[i] = (map[i] + map[i + 1]) / 2;
-  scaleBlocks(x, absmax, blockSize, y);
-  nearest(mids, y, out);
-  if (signGuard) guardSigns(x, map, out);
+  const { mids, start, guard } = searchTables(map);
+  const yBits = new Uint32Array(y.buffer, y.byteOffset, n);
+  for (let b = 0, from = 0; from < n; b++, from += blockSize) {
+    const a = absmax[b];
+    const to = Math.min(n, from + blockSize);
+    const live = a > 0;
+    for (let i = from; i < to; i++) {
+      // y = clamp(x / absmax, −1, 1) in f32; 0 for a dead block or a NaN ratio.
+      y[i] = live ? x[i] / a : 0;
+      const v0 = y[i];
+      if (v0 > 1) y[i] = 1;
+      else if (v0 < -1) y[i] = -1;
+      else if (v0 !== v0) y[i] = 0;
+      const v = y[i];
+      // The number of midpoints below v: from the first candidate of v's bucket (its top 16
+      // bits), step up while the next midpoint is still below v.
+      let c = start[yBits[i] >>> 16];
+      while (c < 255 && mids[c] < v) c++;
+      if (signGuard) {
+        // A negative x never keeps a code ≥ 0 (one step down), a positive x never a negative
+        // one (one step up): a table over (code, sign of x), without branches on the sign.
+        const xv = x[i];
+        c = guard[c | (+(xv > 0) << 8) | (+(xv < 0) << 9)];
+      }
+      out[i] = c;
+    }
+  }
   return out;
 }
 
-/** `y = clamp(x / absmax, −1, 1)` rounded to f32; 0 where absmax is not > 0 or y is NaN. */
-function scaleBlocks(
-  x: ArrayLike<number>,
-  absmax: ArrayLike<number>,
-  blockSize: number,
-  y: Float32Array,
-): void {
-  const n = y.length;
-  for (let b = 0, start = 0; start < n; b++, start += blockSize) {
-    const a = absmax[b];
-    const end = Math.min(n, start + blockSize);
-    if (!(a > 0)) {
-      y.fill(0, start, end); // y may be a reused array
-      continue;
-    }
-    for (let i = start; i < end; i++) y[i] = x[i] / a;
-  }
-  for (let i = 0; i < n; i++) {
-    const v = y[i];
-    if (v > 1) y[i] = 1;
-    else if (v < -1) y[i] = -1;
-    else if (v !== v) y[i] = 0;
-  }
+interface SearchTables {
+  /** `(map[i] + map[i + 1]) / 2` rounded to f32: the code is the number of these below y. */
+  readonly mids: Float32Array;
+  /** Per f32 bit prefix (sign, exponent, 7 mantissa bits): the code of the bucket's least value. */
+  readonly start: Uint8Array;
+  /** The sign guard's code by `code | (x > 0) << 8 | (x < 0) << 9`. */
+  readonly guard: Uint8Array;
 }
 
-/** The number of midpoints below each y, i.e. the nearest entry: a branch-free binary search. */
-function nearest(mids: Float32Array, y: Float32Array, out: Uint8Array): void {
-  for (let i = 0; i < y.length; i++) {
-    const v = y[i];
-    let c = +(mids[127] < v) << 7;
-    c += +(mids[c + 63] < v) << 6;
-    c += +(mids[c + 31] < v) << 5;
-    c += +(mids[c + 15] < v) << 4;
-    c += +(mids[c + 7] < v) << 3;
-    c += +(mids[c + 3] < v) << 2;
-    c += +(mids[c + 1] < v) << 1;
-    c += +(mids[c] < v);
-    out[i] = c;
-  }
-}
+const tableCache = new Map<string, SearchTables>();
 
-/** Move codes whose entry has the other sign than x one step toward x's sign. */
-function guardSigns(x: ArrayLike<number>, map: ArrayLike<number>, out: Uint8Array): void {
-  for (let i = 0; i < out.length; i++) {
-    const v = x[i];
-    const c = out[i];
-    if (v < 0 && map[c] >= 0 && c > 0) out[i] = c - 1;
-    else if (v > 0 && map[c] < 0 && c < 255) out[i] = c + 1;
+/** The search tables of a 256-entry map (cached by its values). */
+function searchTables(map: ArrayLike<number>): SearchTables {
+  const key = Array.prototype.join.call(map, ",");
+  let t = tableCache.get(key);
+  if (t) return t;
+  const mids = new Float32Array(255);
+  for (let i = 0; i < 255; i++) mids[i] = (map[i] + map[i + 1]) / 2;
+  const below = (v: number) => {
+    let c = 0;
+    while (c < 255 && mids[c] < v) c++;
+    return c;
+  };
+  const start = new Uint8Array(65536);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let p = 0; p < 65536; p++) {
+    // The least value of the bucket: low bits 0 for a positive prefix, all ones for a negative.
+    u[0] = (p << 16 | (p & 0x8000 ? 0xffff : 0)) >>> 0;
+    const v = f[0];
+    start[p] = v === v ? below(v) : 0;
   }
+  const guard = new Uint8Array(1024);
+  for (let c = 0; c < 256; c++) {
+    guard[c] = c;
+    guard[c | 256] = map[c] < 0 && c < 255 ? c + 1 : c; // x > 0
+    guard[c | 512] = map[c] >= 0 && c > 0 ? c - 1 : c; // x < 0
+  }
+  if (tableCache.size > 16) tableCache.clear();
+  tableCache.set(key, t = { mids, start, guard });
+  return t;
 }
 
 /**
