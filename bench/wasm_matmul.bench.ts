@@ -8,8 +8,8 @@
  *   have the weights' dtype, as under autocast (mixed dtypes would first be cast to f32 by
  *   `matmul`'s promotion, a separate pass over the weights).
  *
- * Each bench also records its own per-call times; at the end a table of GFLOP/s (median) and
- * ratios is printed. Run: `deno bench --allow-read --allow-env bench/wasm_matmul.bench.ts`
+ * Each case is one bench that times its variants in interleaved rounds (see `group`); at the
+ * end a table of GFLOP/s (median per call) and ratios is printed. Run: `deno bench --allow-read --allow-env bench/wasm_matmul.bench.ts`
  * (`--filter skinny` or `--filter square` for one part).
  */
 import * as nb from "../mod.ts";
@@ -45,35 +45,52 @@ async function useThreads(n: number): Promise<void> {
 
 type Run = () => void | Promise<void>;
 
-/** Register a bench that times each call itself (`make` runs once, untimed). */
-function bench(group: string, name: string, flops: number, make: () => Promise<Run>): void {
-  let run: Run | undefined;
-  const key = `${group} | ${name}`;
-  flopsOf.set(key, flops);
-  times.set(key, []);
+interface Variant {
+  readonly name: string;
+  /** nbit's CPU threads (peers: undefined, run in the first pass). */
+  readonly threads?: number;
+  readonly make: () => Promise<Run>;
+}
+
+/**
+ * One bench per case: every variant is built, warmed twice, then timed in interleaved rounds
+ * (variant after variant, `rounds` times), so load from other processes hits all alike.
+ * Variants with 2 threads (and the peers) run in one pass, those with 1 thread in another.
+ */
+function group(name: string, flops: number, variants: Variant[]): void {
+  for (const v of variants) {
+    flopsOf.set(`${name} | ${v.name}`, flops);
+    times.set(`${name} | ${v.name}`, []);
+  }
+  const rounds = flops > 5e9 ? 3 : flops > 1e9 ? 5 : 12;
   Deno.bench({
-    name: `${group}: ${name}`,
-    group,
-    n: flops > 5e9 ? 4 : flops > 1e9 ? 8 : 30,
-    warmup: 2,
+    name: `${name}: ${variants.length} variants, ${rounds} interleaved rounds`,
+    n: 1,
+    warmup: 0,
     async fn() {
-      run ??= await make();
-      const t = performance.now();
-      await run();
-      times.get(key)!.push(performance.now() - t);
+      for (const t of [2, 1]) {
+        const pass = variants.filter((v) => (v.threads ?? 2) === t);
+        await useThreads(t);
+        const runs: Run[] = [];
+        for (const v of pass) runs.push(await v.make());
+        for (const run of runs) await run(), await run();
+        for (let r = 0; r < rounds; r++) {
+          for (let i = 0; i < pass.length; i++) {
+            const t0 = performance.now();
+            await runs[i]();
+            times.get(`${name} | ${pass[i].name}`)!.push(performance.now() - t0);
+          }
+        }
+      }
     },
   });
 }
 
-function nbit(m: number, k: number, n: number, at: nb.DType, bt: nb.DType, threads: number) {
-  return async (): Promise<Run> => {
-    await useThreads(threads);
+function nbit(m: number, k: number, n: number, at: nb.DType, bt: nb.DType) {
+  return (): Promise<Run> => {
     const a = nb.tensor(rand(m * k, 1), { shape: [m, k], dtype: at });
     const b = nb.tensor(rand(k * n, 2), { shape: [k, n], dtype: bt });
-    return async () => {
-      await useThreads(threads);
-      nb.matmul(a, b).dispose(); // the CPU backend computes eagerly
-    };
+    return Promise.resolve(() => nb.matmul(a, b).dispose()); // the CPU backend is eager
   };
 }
 
@@ -104,22 +121,27 @@ function tfjs(m: number, k: number, n: number) {
 }
 
 for (const N of [256, 512, 1024, 2048]) {
-  const g = `square N=${N}`, f = 2 * N ** 3;
-  bench(g, "jax-js wasm f32", f, jaxjs(N, N, N));
-  bench(g, "tfjs wasm f32", f, tfjs(N, N, N));
+  const v: Variant[] = [
+    { name: "jax-js wasm f32", make: jaxjs(N, N, N) },
+    { name: "tfjs wasm f32", make: tfjs(N, N, N) },
+  ];
   for (const t of [2, 1]) {
     for (const d of ["f32", "f16", "bf16"] as const) {
-      bench(g, `nbit ${d} ${t}T`, f, nbit(N, N, N, d, d, t));
+      v.push({ name: `nbit ${d} ${t}T`, threads: t, make: nbit(N, N, N, d, d) });
     }
   }
+  group(`square N=${N}`, 2 * N ** 3, v);
 }
 for (const M of [1, 4, 16, 64]) {
-  const K = 4096, N = 4096, g = `skinny M=${M}`, f = 2 * M * K * N;
-  bench(g, "jax-js wasm f32", f, jaxjs(M, K, N));
-  bench(g, "tfjs wasm f32", f, tfjs(M, K, N));
+  const K = 4096, N = 4096;
+  const v: Variant[] = [
+    { name: "jax-js wasm f32", make: jaxjs(M, K, N) },
+    { name: "tfjs wasm f32", make: tfjs(M, K, N) },
+  ];
   for (const d of ["f32", "bf16", "f16"] as const) {
-    bench(g, `nbit ${d} 2T`, f, nbit(M, K, N, d, d, 2));
+    v.push({ name: `nbit ${d} 2T`, threads: 2, make: nbit(M, K, N, d, d) });
   }
+  group(`skinny M=${M}`, 2 * M * K * N, v);
 }
 
 function median(xs: number[]): number {
