@@ -21,8 +21,10 @@
  * The target is issue 5's (and issue 6's for adam8bit): every preset, and adam8bit, within 0.3
  * points of "32-true" (of adam) at the same seed. 0.3 points of the 2,000 test digits is 6 digits;
  * the tests compare whole digits, with no tolerance added. The margins come from that target, not
- * from the measurements above: "16-true" (f16 storage, Adam's eps raised to 1e-4 as Lightning
- * advises) is 0.0–0.3 points lower, so at seed 0 it sits exactly on the target (6 digits short).
+ * from the measurements above. "16-true" (f16 storage, Adam's eps raised to 1e-4 as Lightning
+ * advises) sits on the target's edge at seed 0: 6 digits short with the WebAssembly kernels, 8
+ * with the TypeScript ones (which accumulate matmuls in f64), so it is listed as a known gap whose
+ * test guards it without requiring it.
  *
  * A preset that misses the target is a known gap, listed in KNOWN_GAPS with its measured number
  * and the reason; its test checks that the gap is real (so the note stays true) and bounded by a
@@ -55,7 +57,19 @@ const FLOOR = 0.925;
 const TARGET_POINTS = 0.3;
 const TARGET_DIGITS = Math.round((TARGET_POINTS / 100) * SMALL.test);
 /** Presets that miss the target: the gap measured at seed 0, and a guard against it growing. */
-const KNOWN_GAPS: Record<string, { measuredPoints: number; guardPoints: number; why: string }> = {
+const KNOWN_GAPS: Record<
+  string,
+  { measuredPoints: number; guardPoints: number; why: string; onTheEdge?: boolean }
+> = {
+  "16-true": {
+    // 6 digits short with the WebAssembly kernels (f32 matmul accumulation), 8 with the
+    // TypeScript fallback (NBIT_WASM=0: f64 accumulation): on the target's edge, so the test
+    // only guards the gap and does not require it (issue 15 is about closing it).
+    measuredPoints: 0.4,
+    guardPoints: 1.0,
+    why: "f16 params and Adam moments lose small updates (eps raised to 1e-4, no master copy)",
+    onTheEdge: true,
+  },
   "bf16-true": {
     measuredPoints: 0.6,
     guardPoints: 1.0,
@@ -112,7 +126,7 @@ for (const preset of CANONICAL_PRESETS.filter((p) => p !== "32-true")) {
       return;
     }
     assert.ok(
-      shortBy(ref, r) > TARGET_DIGITS,
+      gap.onTheEdge || shortBy(ref, r) > TARGET_DIGITS,
       `${msg}: ${preset} now meets the target; remove it from KNOWN_GAPS`,
     );
     assert.ok(points(shortBy(ref, r)) <= gap.guardPoints, `${msg}: the known gap grew`);
