@@ -386,7 +386,9 @@ function kernel(fma: boolean): Func {
  * `skinny{m}{e}(a, b, ldb, c, ldc, kc, blocks, first)` for m ≤ 4 rows: streams B (element type
  * `e`, rows `ldb` bytes apart) without packing, 8 columns per block, against a packed A panel
  * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks. The
- * same multiply-add sequence per output as {@link kernel}, so results are identical.
+ * same multiply-add sequence per output as {@link kernel}, so results are identical. For bf16
+ * (e = 1) each 8-column block of C is kept in the order 0 2 4 6 1 3 5 7 (see
+ * {@link SKINNY_PERMUTED}).
  */
 function skinny(m: number, e: Elem, fma: boolean): Func {
   const [a, b, ldb, c, ldc, kc, blocks, first] = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -404,12 +406,22 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   };
   /** k step `u` of a chunk (`u` < 0: a generic step reading A at `ap`, which then advances). */
   const step = (u: number): Code => {
-    const out: Code[] = [
-      widen4(e, bp, 0, vh, vt),
-      I.set(b0),
-      widen4(e, bp, 4, vh, vt),
-      I.set(b1),
-    ];
+    // bf16: one load of 8 values; even columns by a shift, odd ones by a mask (C blocks are
+    // then held as columns 0 2 4 6 | 1 3 5 7, restored by the caller at the end).
+    const out: Code[] = e === ELEM.bf16
+      ? [
+        I.get(bp),
+        V.load(0),
+        I.tee(vh),
+        I.i32(16),
+        V.i32x4Shl,
+        I.set(b0),
+        I.get(vh),
+        k4(-65536),
+        V.and,
+        I.set(b1),
+      ]
+      : [widen4(e, bp, 0, vh, vt), I.set(b0), widen4(e, bp, 4, vh, vt), I.set(b1)];
     for (let r = 0; r < m; r++) {
       if (u >= 0 && hoist) out.push(I.get(splat(u)), I.set(sp));
       else {out.push(
@@ -737,6 +749,9 @@ function dot64(ea: Elem, eb: Elem): Func {
     ],
   };
 }
+
+/** Skinny kernels of this element type leave C blocks as columns 0 2 4 6 1 3 5 7. */
+export const SKINNY_PERMUTED: Elem = ELEM.bf16;
 
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;
