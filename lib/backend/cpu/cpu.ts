@@ -33,6 +33,7 @@ import { reduceKernel } from "./reduce.ts";
 import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
 import type { FusedKernel } from "../fused.ts";
 import { runFused } from "./fused.ts";
+import { wasmFusedKernel } from "./wasm/fused.ts";
 import { defaultHeap } from "./heap.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
@@ -80,11 +81,16 @@ function storageCtor(d: DType): Ctor<Storage> {
   }
 }
 
-/** A view of `n` elements of a handle's storage. Valid until the next heap allocation. */
-function viewOf(h: CpuBuffer, dtype: DType, n: number): Storage {
+/** A handle checked to be a live CPU buffer. */
+function live(h: unknown): CpuBuffer {
   if (!(h instanceof CpuBuffer)) throw new TypeError(`cpu: ${String(h)} is not a CPU buffer`);
   if (h.ptr < 0) throw new Error("cpu: a buffer was used after it was freed");
-  return new (storageCtor(dtype))(defaultHeap().buffer, h.ptr, n);
+  return h;
+}
+
+/** A view of `n` elements of a handle's storage. Valid until the next heap allocation. */
+function viewOf(h: CpuBuffer, dtype: DType, n: number): Storage {
+  return new (storageCtor(dtype))(defaultHeap().buffer, live(h).ptr, n);
 }
 
 /** A view of an argument's storage (for kernels that read raw storage, e.g. WebAssembly). */
@@ -510,12 +516,35 @@ export const cpu: Backend = guardKernels({
     return store(outDtype, out);
   },
   fused(k: FusedKernel, inputs: readonly View[]) {
+    const simd = wasmFused(k, inputs);
+    if (simd) return simd;
     // Outputs first: allocating may move the heap, which input views must not see.
     const outs = k.outputs.map((o) => computeArray(k.ops[o].dtype, k.size));
     const srcs = inputs.map((v) => isScalarView(v) ? valueAt(v, v.offset) : materialize(v));
     return runFused(k, srcs, outs).map((o, j) => store(k.ops[k.outputs[j]].dtype, o));
   },
 });
+
+/**
+ * A fused kernel in WebAssembly SIMD straight over the heap blocks (inputs read in their own
+ * storage, bf16 included; outputs written in theirs), or `undefined` where that path does not
+ * apply (see `wasm/fused.ts`): then the generated TypeScript loop runs it, with the same bits.
+ */
+function wasmFused(k: FusedKernel, inputs: readonly View[]): CpuBuffer[] | undefined {
+  const scalar = inputs.map(isScalarView);
+  if (inputs.some((v, j) => !scalar[j] && !(v.offset === 0 && isContiguous(v)))) return undefined;
+  const kernel = wasmFusedKernel(k, scalar);
+  if (!kernel) return undefined;
+  const outs = k.outputs.map((o) => newBuffer(k.ops[o].dtype, k.size));
+  const args = inputs.map((v, j) => scalar[j] ? valueAt(v, v.offset) : live(v.h).ptr);
+  kernel(
+    ...args,
+    ...k.immediates.map((m) => m.value),
+    ...outs.map((h) => h.ptr),
+    (k.size + 3) >> 2,
+  );
+  return outs;
+}
 
 /** The CPU's out-of-range message (the WebGPU backend's flag gives the same first sentence). */
 function indexErrorMessage(op: string, index: number, size: number): string {

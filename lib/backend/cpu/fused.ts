@@ -13,8 +13,6 @@ import { decode, type DType, encode } from "../../dtype.ts";
 import { type FusedKernel, fusedKey, type FusedOperand, operandDtype } from "../fused.ts";
 import { type DType as D, roundTo } from "../../dtype.ts";
 import { binaryFn, binaryMaps, unaryFn, unaryMaps } from "./elementwise.ts";
-import { heapMemory } from "./heap.ts";
-import { wasmFusedKernel } from "./wasm/fused.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 
@@ -61,39 +59,8 @@ export function runFused(
     runChunks(k, srcs, outs);
     return outs;
   }
-  const imms = k.immediates.map((m) => m.value);
-  loop(srcs, imms, outs, simdPrefix(k, srcs, imms, outs), k.size, HELPERS);
+  loop(srcs, k.immediates.map((m) => m.value), outs, 0, k.size, HELPERS);
   return outs;
-}
-
-/**
- * Run the WebAssembly SIMD kernel over the first multiple of 4 elements when `k` is pure f32
- * arithmetic on heap buffers; returns how many elements it did (the loop does the rest).
- */
-function simdPrefix(
-  k: FusedKernel,
-  srcs: readonly (Num | number)[],
-  imms: readonly number[],
-  outs: readonly Num[],
-): number {
-  const n4 = k.size >> 2;
-  if (n4 === 0) return 0;
-  const kernel = wasmFusedKernel(k, srcs.map((s) => typeof s === "number"));
-  if (!kernel) return 0;
-  const heap = heapMemory().buffer;
-  const args: number[] = [];
-  for (const s of srcs) {
-    if (typeof s === "number") args.push(s);
-    else if (s.buffer === heap) args.push(s.byteOffset);
-    else return 0; // not on the heap (a scratch copy): the loop does it all
-  }
-  args.push(...imms);
-  for (const o of outs) {
-    if (o.buffer !== heap) return 0;
-    args.push(o.byteOffset);
-  }
-  kernel(...args, n4);
-  return n4 * 4;
 }
 
 function runChunks(k: FusedKernel, srcs: readonly (Num | number)[], outs: Num[]): void {

@@ -1,24 +1,30 @@
 /**
  * Fused elementwise kernels in WebAssembly SIMD: a {@linkcode FusedKernel} whose operations are
- * all f32 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do (`+ − × ÷` and
- * `sqrt` are correctly rounded in f32, and an f64 result rounded to f32 is the same value;
- * `neg`, `abs` and `relu` move bits; `maximum`/`minimum` follow the TypeScript NaN and −0
- * rules through compares and selects) runs four lanes at a time over heap buffers. Every other
- * kernel (transcendentals, narrow dtypes, integers) stays on the generated TypeScript loop, so
- * the bits never depend on which path ran. One module per kernel structure, cached.
+ * all f32 or bf16 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do
+ * (`+ − × ÷` and `sqrt` are correctly rounded in f32, and an f64 result rounded to f32 is the
+ * same value; `neg`, `abs` and `relu` move bits; `maximum`/`minimum` follow the TypeScript NaN
+ * and −0 rules through compares and selects; bf16 rounds with the same integer ties-to-even
+ * trick as `encode`, NaN kept) runs four lanes at a time over heap buffers, reading bf16 inputs
+ * and writing bf16 outputs as their 16-bit storage. Vectors cover the whole length: the last one
+ * may reach up to 12 bytes past an input or output, which stays inside its heap block (blocks are
+ * multiples of 64 bytes) and is never read as data. Every other kernel (transcendentals, f16, f8,
+ * integers) stays on the generated TypeScript loop, so the bits never depend on which path ran.
+ * One module per kernel structure, cached.
  *
  * Spec: WebAssembly Core 2.0 SIMD (§4.4.3 vector instructions; opcodes from the binary format).
  *
  * @module
  */
 import type { FusedKernel, FusedOperand } from "../../fused.ts";
-import { fusedKey } from "../../fused.ts";
+import { fusedKey, operandDtype } from "../../fused.ts";
 import { type Code, I, T, V, wasmModule } from "./emit.ts";
 import { wasmEnabled } from "./features.ts";
 import { heapMemory } from "../heap.ts";
 
 const simd = (op: number): Code => [0xfd, op < 128 ? op : [op & 0x7f | 0x80, op >> 7]];
 const F = {
+  /** `v128.store64_lane`, lane 0: the low 8 bytes. */
+  store64: (): Code => [0xfd, 0x5b, 3, 0, 0],
   abs: simd(0xe0),
   neg: simd(0xe1),
   sqrt: simd(0xe3),
@@ -34,15 +40,18 @@ const F = {
 const UNARY = new Set(["neg", "abs", "sqrt", "square", "relu"]);
 const BINARY = new Set(["add", "sub", "mul", "div", "maximum", "minimum"]);
 
-/** Whether every operation of `k` is f32 arithmetic this path computes bit for bit. */
+const WIDTHS = new Set(["f32", "bf16"]);
+
+/** Whether every operation of `k` is f32/bf16 arithmetic this path computes bit for bit. */
 export function wasmFusible(k: FusedKernel): boolean {
-  if (k.inputs.some((d) => d !== "f32") || k.immediates.some((m) => m.dtype !== "f32")) {
+  if (k.inputs.some((d) => !WIDTHS.has(d)) || k.immediates.some((m) => !WIDTHS.has(m.dtype))) {
     return false;
   }
   return k.ops.every((op) => {
-    if (op.dtype !== "f32") return false;
+    if (!WIDTHS.has(op.dtype)) return false;
     if (op.op === "unary") return UNARY.has(op.kind);
     if (op.op === "binary") return BINARY.has(op.kind);
+    if (op.op === "cast") return !op.opts?.saturate && WIDTHS.has(operandDtype(k, op.x));
     return false;
   });
 }
@@ -67,7 +76,7 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
   const immParam = k.immediates.map(() => params.push(T.f32) - 1);
   const outParam = k.outputs.map(() => params.push(T.i32) - 1);
   const countParam = params.push(T.i32) - 1;
-  // Locals: i (byte offset), end, one v128 per input, immediate and op.
+  // Locals: e (element index, step 4), end, one v128 per input, immediate and op.
   let next = params.length;
   const locals: number[] = [];
   const local = (t: number) => (locals.push(t), next++);
@@ -78,6 +87,29 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
   const opVec = k.ops.map(() => local(T.v128));
   const zeroVec = local(T.v128);
   const nanVec = local(T.v128);
+  const tmp = local(T.v128);
+  const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
+  // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
+  // bitselect(a, b, m) takes a where m is set, so NaN lanes take x, the others the rounded value.
+  const roundBf16 = (code: Code): Code => [code, I.set(tmp), bf16Select(I.get(tmp))];
+  const bf16Select = (x: Code): Code => [
+    x, // NaN lanes keep x
+    x,
+    I.i32(16),
+    V.i32x4ShrU,
+    splatI(1),
+    V.and,
+    splatI(0x7fff),
+    V.i32x4Add,
+    x,
+    V.i32x4Add,
+    splatI(0xffff0000 | 0),
+    V.and,
+    x,
+    x,
+    F.ne,
+    V.bitselect,
+  ];
   const get = (o: FusedOperand): Code =>
     I.get(o.kind === "op" ? opVec[o.index] : o.kind === "imm" ? immVec[o.index] : inVec[o.index]);
 
@@ -90,15 +122,22 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     ...k.immediates.map((_, j) => [I.get(immParam[j]), V.f32x4Splat, I.set(immVec[j])]),
     ...k.inputs.map((_, j) => scalar[j] ? [I.get(inParam[j]), V.f32x4Splat, I.set(inVec[j])] : []),
     I.get(countParam),
-    I.i32(16),
+    I.i32(4),
     I.mul,
     I.set(endLocal),
     I.i32(0),
     I.set(iLocal),
   ];
   const body: Code[] = [];
-  k.inputs.forEach((_, j) => {
-    if (!scalar[j]) body.push(I.get(inParam[j]), I.get(iLocal), I.add, V.load(), I.set(inVec[j]));
+  // Byte address of element e in a buffer of `bytes`-wide elements.
+  const at = (
+    ptr: number,
+    bytes: number,
+  ): Code => [I.get(ptr), I.get(iLocal), I.i32(bytes === 4 ? 2 : 1), I.shl, I.add];
+  k.inputs.forEach((d, j) => {
+    if (scalar[j]) return;
+    if (d === "f32") body.push(at(inParam[j], 4), V.load(), I.set(inVec[j]));
+    else body.push(at(inParam[j], 2), V.load16x4u(), I.i32(16), V.i32x4Shl, I.set(inVec[j]));
   });
   k.ops.forEach((op, i) => {
     let code: Code;
@@ -141,11 +180,33 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
           code = [I.get(nanVec), pick, a, a, F.ne, b, b, F.ne, V.or, V.bitselect];
         }
       }
+    } else if (op.op === "cast") {
+      code = get(op.x); // f32 ↔ bf16: widening is exact, narrowing rounds below
     } else throw new Error("wasm fused: unsupported op");
-    body.push(code, I.set(opVec[i]));
+    const narrows = op.dtype === "bf16" && !(op.op === "cast" && operandDtype(k, op.x) === "bf16");
+    body.push(narrows ? roundBf16(code) : code, I.set(opVec[i]));
   });
   k.outputs.forEach((o, j) => {
-    body.push(I.get(outParam[j]), I.get(iLocal), I.add, I.get(opVec[o]), V.store());
+    const d = k.ops[o].dtype;
+    if (d === "f32") {
+      body.push(at(outParam[j], 4), I.get(opVec[o]), V.store());
+      return;
+    }
+    // bf16 storage: the high half of each (already rounded) lane; a NaN as encode stores it,
+    // sign | 0x7fc0.
+    const v = I.get(opVec[o]);
+    body.push(
+      at(outParam[j], 2),
+      [v, I.i32(16), V.i32x4ShrU, splatI(0x8000), V.and, splatI(0x7fc0), V.or], // NaN lanes
+      [v, I.i32(16), V.i32x4ShrU], // the others
+      [v, v, F.ne],
+      V.bitselect,
+      I.set(tmp),
+      I.get(tmp),
+      I.get(tmp),
+      V.i16x8NarrowU,
+      F.store64(),
+    );
   });
   const loop = I.block(
     I.loop(
@@ -155,7 +216,7 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
       I.brIf(1),
       ...body,
       I.get(iLocal),
-      I.i32(16),
+      I.i32(4),
       I.add,
       I.set(iLocal),
       I.br(0),
