@@ -4,6 +4,7 @@
  * `grad` or of disposed tensors says what to do.
  */
 import assert from "node:assert/strict";
+import * as nb from "../mod.ts";
 import {
   add,
   argmax,
@@ -259,4 +260,25 @@ Deno.test("grad with respect to an integer leaf is an error, not zeros", () => {
     throwsWith(() => grad(loss)({ w: f, n: i }), ["grad", "leaf 1", "i32[2]", "float"]);
     throwsWith(() => valueAndGrad((t: Tensor) => sum(astype(t, "f32")))(i), ["grad", "i32"]);
   });
+});
+
+Deno.test("shape, index and activation ops name the op and argument for a non-tensor", () => {
+  const t = nb.ones([2]);
+  const cases: [string, () => unknown, RegExp][] = [
+    ["reshape", () => nb.reshape(undefined as never, [1]), /reshape: argument 1 must be a Tensor/],
+    ["transpose", () => nb.transpose([1, 2] as never), /transpose: argument 1 .* plain array/],
+    ["slice", () => nb.slice(null as never, [0]), /slice: argument 1 must be a Tensor, got null/],
+    ["squeeze", () => nb.squeeze("x" as never), /squeeze: argument 1 .* the string "x"/],
+    ["expandDims", () => nb.expandDims(3 as never, 0), /expandDims: argument 1 .* the number 3/],
+    ["broadcastTo", () => nb.broadcastTo(undefined as never, [2]), /broadcastTo: argument 1/],
+    ["concat", () => nb.concat([t, undefined as never]), /concat: tensor 1 of argument 1/],
+    ["stack", () => nb.stack(t as never), /stack: argument 1 must be an array of tensors/],
+    ["take", () => nb.take(t, undefined as never), /take: argument 2 must be a Tensor/],
+    ["scatterAdd", () => nb.scatterAdd(t, t, [1] as never), /scatterAdd: argument 3/],
+    ["oneHot", () => nb.oneHot(undefined as never, 3), /oneHot: argument 1 must be a Tensor/],
+    ["softmax", () => nb.softmax(undefined as never), /softmax: argument 1 must be a Tensor/],
+    ["logSoftmax", () => nb.logSoftmax({} as never), /logSoftmax: argument 1 must be a Tensor/],
+  ];
+  for (const [name, f, re] of cases) assert.throws(f, re, name);
+  t.dispose();
 });

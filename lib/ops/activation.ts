@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { apply, type OpDef } from "../op.ts";
+import { apply, expectTensor, type OpDef } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { normAxis } from "./util.ts";
 import { narrowInF32 } from "./narrow.ts";
@@ -27,8 +27,9 @@ const softmaxOp: OpDef<AxisAttrs> = {
 };
 
 /** exp(x) / Σ exp(x) along `axis` (last by default), computed stably. @example `softmax(tensor([0, 0]))` → `[0.5, 0.5]` */
-export const softmax = (x: Tensor, axis = -1): Tensor =>
-  apply(softmaxOp, [x], { axis: normAxis("softmax", axis, x.ndim) });
+export const softmax = (x: Tensor, axis = -1): Tensor => (
+  expectTensor("softmax", x, 1), apply(softmaxOp, [x], { axis: normAxis("softmax", axis, x.ndim) })
+);
 
 const logSoftmaxOp: OpDef<AxisAttrs> = {
   name: "logSoftmax",
@@ -37,8 +38,10 @@ const logSoftmaxOp: OpDef<AxisAttrs> = {
 };
 
 /** x − logsumexp(x) along `axis` (last by default). @example `logSoftmax(tensor([0, 0]))` → `[-0.693, -0.693]` */
-export const logSoftmax = (x: Tensor, axis = -1): Tensor =>
-  apply(logSoftmaxOp, [x], { axis: normAxis("logSoftmax", axis, x.ndim) });
+export const logSoftmax = (x: Tensor, axis = -1): Tensor => (
+  expectTensor("logSoftmax", x, 1),
+    apply(logSoftmaxOp, [x], { axis: normAxis("logSoftmax", axis, x.ndim) })
+);
 
 const geluOp: OpDef<undefined> = {
   name: "gelu",

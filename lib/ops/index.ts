@@ -4,7 +4,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { apply, type OpDef, temporaries } from "../op.ts";
+import { apply, expectTensor, type OpDef, temporaries } from "../op.ts";
 import { arange, type Tensor, zeros } from "../tensor.ts";
 import { normAxis, prod } from "./util.ts";
 import { astype, equal } from "./elementwise.ts";
@@ -52,6 +52,8 @@ const takeOp: OpDef<AxisAttrs> = {
  * ```
  */
 export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  expectTensor("take", x, 1);
+  expectTensor("take", indices, 2);
   return apply(takeOp, [x, indices], { axis: normAxis("take", axis, x.ndim) });
 }
 
@@ -91,6 +93,9 @@ const scatterAddOp: OpDef<AxisAttrs> = {
  * ```
  */
 export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis = 0): Tensor {
+  expectTensor("scatterAdd", base, 1);
+  expectTensor("scatterAdd", indices, 2);
+  expectTensor("scatterAdd", updates, 3);
   const attrs = { axis: normAxis("scatterAdd", axis, base.ndim) };
   if (updates.dtype === base.dtype) return apply(scatterAddOp, [base, indices, updates], attrs);
   return temporaries(() =>
@@ -125,6 +130,7 @@ const checkLabelsOp: OpDef<undefined> = {
  * ```
  */
 export function oneHot(labels: Tensor, depth: number, dtype: DType = "f32"): Tensor {
+  expectTensor("oneHot", labels, 1);
   checkIndices("oneHot", labels);
   if (!Number.isInteger(depth) || depth < 0) {
     throw new Error(`oneHot: depth must be an integer ≥ 0, got ${depth}`);

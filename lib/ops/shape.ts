@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { apply, type OpDef, temporaries } from "../op.ts";
+import { apply, expectTensor, type OpDef, temporaries } from "../op.ts";
 import { type Tensor, zeros } from "../tensor.ts";
 import { broadcastShapes, broadcastView, normAxis, prod, stridesOf } from "./util.ts";
 import { promoteTypes } from "../dtype.ts";
@@ -33,6 +33,7 @@ const reshapeOp: OpDef<ShapeAttrs> = {
  * ```
  */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  expectTensor("reshape", x, 1);
   const s = [...shape];
   const unknown = s.indexOf(-1);
   if (unknown >= 0) {
@@ -86,6 +87,7 @@ const transposeOp: OpDef<PermAttrs> = {
  * ```
  */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  expectTensor("transpose", x, 1);
   const p = perm ?? x.shape.map((_, i) => x.ndim - 1 - i);
   const norm = p.map((a) => normAxis("transpose", a, x.ndim));
   if (norm.length !== x.ndim || new Set(norm).size !== x.ndim) {
@@ -111,12 +113,14 @@ const broadcastToOp: OpDef<ShapeAttrs> = {
 
 /** Repeat `x` along broadcast dimensions to `shape` (a copy). @example `broadcastTo(tensor([1, 2]), [3, 2])` */
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  expectTensor("broadcastTo", x, 1);
   if (shape.length === x.ndim && shape.every((d, i) => d === x.shape[i])) return x;
   return apply(broadcastToOp, [x], { shape: [...shape] });
 }
 
 /** Insert a length-1 axis at `axis`. @example `expandDims(zeros([3]), 0).shape` → `[1, 3]` */
 export function expandDims(x: Tensor, axis: number): Tensor {
+  expectTensor("expandDims", x, 1);
   const a = normAxis("expandDims", axis, x.ndim + 1);
   const s = [...x.shape];
   s.splice(a, 0, 1);
@@ -125,6 +129,7 @@ export function expandDims(x: Tensor, axis: number): Tensor {
 
 /** Remove length-1 axes (all of them, or those listed). @example `squeeze(zeros([1, 3, 1])).shape` → `[3]` */
 export function squeeze(x: Tensor, axis?: number | readonly number[]): Tensor {
+  expectTensor("squeeze", x, 1);
   const axes = axis === undefined
     ? x.shape.flatMap((d, i) => (d === 1 ? [i] : []))
     : (typeof axis === "number" ? [axis] : axis).map((a) => normAxis("squeeze", a, x.ndim));
@@ -190,6 +195,10 @@ const concatOp: OpDef<AxisAttrs> = {
  * ```
  */
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(xs as unknown)) {
+    throw new TypeError(`concat: argument 1 must be an array of tensors, got ${typeof xs}`);
+  }
+  xs.forEach((x, i) => expectTensor("concat", x, `tensor ${i} of argument 1`));
   if (xs.length === 0) throw new Error("concat: needs at least one tensor");
   if (xs[0].ndim === 0) {
     throw new Error("concat: cannot join 0-d tensors along an axis; use stack(xs) instead");
@@ -209,6 +218,10 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
  * ```
  */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(xs as unknown)) {
+    throw new TypeError(`stack: argument 1 must be an array of tensors, got ${typeof xs}`);
+  }
+  xs.forEach((x, i) => expectTensor("stack", x, `tensor ${i} of argument 1`));
   if (xs.length === 0) throw new Error("stack: needs at least one tensor");
   for (const x of xs) {
     if (x.shape.length !== xs[0].shape.length || x.shape.some((d, i) => d !== xs[0].shape[i])) {
@@ -267,6 +280,7 @@ const sliceOp: OpDef<SliceAttrs> = {
  * ```
  */
 export function slice(x: Tensor, begin: readonly number[], size?: readonly number[]): Tensor {
+  expectTensor("slice", x, 1);
   if (begin.length !== x.ndim || (size && size.length !== x.ndim)) {
     throw new Error(
       `slice: begin [${begin}] and size [${size ?? ""}] need one entry per axis of [${x.shape}]`,
