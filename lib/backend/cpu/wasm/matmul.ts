@@ -37,6 +37,10 @@ const SPLIT_FLOPS = 1 << 21;
 interface State {
   memory: WebAssembly.Memory;
   pool: Pool;
+  /** The kernel bytes (a new pool instantiates them again). */
+  bytes: Uint8Array;
+  /** Bytes of the shared memory when the pool's workers received it (see `freshPool`). */
+  poolBytes: number;
   fma: boolean;
   /** Per-thread packing buffers (heap blocks, kept for the pool's lifetime). */
   packs: number;
@@ -60,7 +64,27 @@ function init(): State {
   const ex = new WebAssembly.Instance(new WebAssembly.Module(bytes), { e: { m: memory } })
     .exports as Record<string, (...a: number[]) => void>;
   const pool = new Pool(threads, memory, bytes, ex);
-  return { memory, pool, fma, packs, splits: 0 };
+  return { memory, pool, bytes, poolBytes: memory.buffer.byteLength, fma, packs, splits: 0 };
+}
+
+/**
+ * The pool, made anew when the heap grew since its workers started. A worker sees another
+ * thread's `memory.grow` only when V8 delivers its grow interrupt, which a worker spinning or
+ * parked in `Atomics.wait` may not handle for a long time: until then its `memory.buffer` is the
+ * old, shorter one, and typed arrays on it read `undefined` and drop writes past its end (silent
+ * corruption of the heap's low addresses). New workers receive the memory at its current size.
+ * The heap grows by half or more each time, so this happens a few times per process. Until the
+ * new workers are up, products run on the calling thread (same results).
+ */
+function freshPool(s: State): Pool {
+  const now = s.memory.buffer.byteLength;
+  if (now !== s.poolBytes) {
+    const { threads, ex } = s.pool;
+    s.pool.close();
+    s.pool = new Pool(threads, s.memory, s.bytes, ex);
+    s.poolBytes = now;
+  }
+  return s.pool;
 }
 
 /**
@@ -85,7 +109,14 @@ export function closeCpuThreads(): void {
 
 /** How the WebAssembly matmul runs here (undefined when it is disabled or unsupported). */
 export function wasmMatmulInfo():
-  | { fma: boolean; threads: number; readyThreads: number; splits: number }
+  | {
+    fma: boolean;
+    threads: number;
+    readyThreads: number;
+    splits: number;
+    /** Bytes of the shared memory when the current pool's workers received it. */
+    poolBytes: number;
+  }
   | undefined {
   if (!wasmEnabled()) return undefined;
   const s = state ??= init();
@@ -94,6 +125,7 @@ export function wasmMatmulInfo():
     threads: s.pool.threads,
     readyThreads: s.pool.ready() + 1,
     splits: s.splits,
+    poolBytes: s.poolBytes,
   };
 }
 
@@ -211,7 +243,8 @@ export function wasmMatmul(
       table[3 * bt + 2] = cAt + bt * m * n * 4;
     }
     const flops = 2 * total * k;
-    const parts = flops < SPLIT_FLOPS ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
+    const pool = freshPool(s);
+    const parts = flops < SPLIT_FLOPS ? 1 : Math.min(pool.ready() + 1, pool.threads);
     // Split batches, else columns (n > m: each thread packs only its own B), else rows.
     const axis = thin ? 2 : batch >= parts ? 0 : n > m ? 2 : 1;
     const len = axis === 0 ? batch : axis === 2 ? n : m;
@@ -231,6 +264,7 @@ export function wasmMatmul(
       const t = s.packs + part * PER_THREAD;
       J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
       J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
+      J[o + P.pages] = s.memory.buffer.byteLength / 65536;
     });
     if (!narrowOut) return;
     // Exact f64 sum of one output, reading the operands in place (in WebAssembly).

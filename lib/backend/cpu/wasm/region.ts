@@ -30,6 +30,13 @@ export const P = {
   skinny: 17,
   /** Byte address of A packed once as `[k][6]` f32 (skinny products). */
   aPacked: 18,
+  /**
+   * Pages of the shared memory when the job was posted. Another thread sees a `memory.grow`
+   * only once it handles V8's grow interrupt: until then its `memory.buffer` is the old, shorter
+   * one (typed arrays on it read `undefined` and drop writes past its end), so a region waits
+   * for its view to reach this size before it reads the job's addresses.
+   */
+  pages: 19,
   /** The job sequence number this slot was assigned (workers run only their own jobs). */
   seq: 31,
   /** Words per slot. */
@@ -54,8 +61,14 @@ export function runRegion(
   const m = J[o], k = J[o + 1], n = J[o + 2], ta = J[o + 3], tb = J[o + 4];
   const packA = ex["packA" + J[o + 5]], packB = ex["packB" + J[o + 6]];
   const sa = J[o + 5] === 0 ? 4 : 2, sb = J[o + 6] === 0 ? 4 : 2;
-  const H = new Uint32Array(memory.buffer);
-  const F = new Float32Array(memory.buffer);
+  const need = J[o + 19] * 65536;
+  let buf = memory.buffer;
+  for (let spin = 0; buf.byteLength < need; spin++) {
+    if (spin > 1e6) throw new Error("matmul: the shared memory's growth never reached a worker");
+    buf = memory.buffer;
+  }
+  const H = new Uint32Array(buf);
+  const F = new Float32Array(buf);
   const tab = J[o + 7] >>> 2, pa = J[o + 14], pb = J[o + 15], tile = J[o + 16];
   const i0 = J[o + 10], i1 = J[o + 11], j0 = J[o + 12], j1 = J[o + 13];
   // A(i, q) and B(q, j) element strides for the stored layouts.
