@@ -294,8 +294,14 @@ let heap: Heap | undefined;
 
 /** The heap of the CPU backend (made on first use). */
 export function defaultHeap(): Heap {
-  return heap ??= new Heap();
+  // Shared: 64 MiB to start (untouched pages cost no memory). Each growth of a shared heap makes
+  // the matmul worker pool start anew (workers see growth late), so early growths should be few.
+  const shared = typeof SharedArrayBuffer === "function";
+  return heap ??= new Heap(shared ? { initialBytes: DEFAULT_INITIAL } : {});
 }
+
+/** The default heap's initial size. */
+const DEFAULT_INITIAL = 64 << 20;
 
 /** The memory that holds every CPU tensor (shared when `SharedArrayBuffer` exists). */
 export function heapMemory(): WebAssembly.Memory {
