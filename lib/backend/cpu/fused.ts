@@ -139,8 +139,12 @@ type Loop = (
 /** Round a value as storing it in `d` rounds it (keeps a NaN as it is, as eager storage does). */
 function narrowRounder(d: D): (x: number) => number {
   if (d === "bf16") return (x) => (x !== x ? x : bf16OfF32(Math.fround(x)));
+  if (d === "f16" && f16round) return (x) => f16round(Math.fround(x));
   return (x) => (x !== x ? x : roundTo(d, Math.fround(x)));
 }
+
+/** `Math.f16round` where the runtime has it (the same rounding as `roundTo("f16", x)`). */
+const f16round = (Math as { f16round?: (x: number) => number }).f16round;
 
 const word = new Float32Array(1);
 const wordBits = new Uint32Array(word.buffer);
@@ -170,6 +174,8 @@ const HELPERS = {
     roundTo(d, x, saturate ? { saturate: true } : undefined),
   /** A cast to bf16 of a value that is already an f32 (every source dtype but f64). */
   bf16: (x: number) => (x !== x ? roundTo("bf16", x) : bf16OfF32(x)),
+  /** A cast to f16 (rounded once from the value, as `roundTo`). */
+  f16: f16round ?? ((x: number) => roundTo("f16", x)),
 };
 
 const loops = new Map<string, Loop | null>();
@@ -241,6 +247,8 @@ function source(k: FusedKernel, scalar: readonly boolean[]): string {
           ? ref(op.x)
           : op.dtype === "bf16" && from !== "f64"
           ? `h.bf16(${ref(op.x)})`
+          : op.dtype === "f16"
+          ? `h.f16(${ref(op.x)})`
           : `cast(${JSON.stringify(op.dtype)}, ${ref(op.x)}, ${op.opts?.saturate === true})`;
         break;
       }
