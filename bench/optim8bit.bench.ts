@@ -2,10 +2,11 @@
  * 8-bit Adam against 32-bit Adam on the CPU: update throughput on a 1M-parameter tree, and
  * optimizer-state bytes per parameter (printed once).
  *
- * Run: deno bench bench/optim8bit.bench.ts
+ * Run: deno bench --allow-read --allow-env bench/optim8bit.bench.ts
  */
 import { adam } from "../lib/optim/mod.ts";
 import { adam8bit } from "../lib/optim/optim8bit.ts";
+import { jit } from "../lib/jit/mod.ts";
 import type { Optimizer } from "../lib/optim/types.ts";
 import { dispose, memory, type Tensor, tidy } from "../lib/tensor.ts";
 import { mul } from "../lib/ops/elementwise.ts";
@@ -46,5 +47,16 @@ for (const [name, opt] of Object.entries(optimizers)) {
   Deno.bench(`${name} update, ${(n / 2 ** 20).toFixed(0)}M params`, { group: "update" }, () => {
     const out: [unknown, unknown] = tidy(() => opt.update(grads, warmed[name].state, params));
     dispose(out as unknown as Tensor[]);
+  });
+}
+
+// The same updates compiled with jit (what `fit` runs): one fused pass per tensor where it can.
+for (const [name, opt] of Object.entries(optimizers)) {
+  const update = jit((g: unknown, st: unknown, p: unknown) => opt.update(g, st, p));
+  Deno.bench(`${name} update (jit), ${(n / 2 ** 20).toFixed(0)}M params`, {
+    group: "update (jit)",
+    baseline: name.startsWith("adam ("),
+  }, () => {
+    dispose(update(grads, warmed[name].state, params) as unknown as Tensor[]);
   });
 }

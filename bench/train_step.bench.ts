@@ -1,7 +1,7 @@
 /**
  * One training step of an MLP 784-512-512-10, batch 128, softmax cross-entropy, Adam
  * (lr 1e-3, b1 0.9, b2 0.999, eps 1e-8), f32: nbit's CPU backend (eager, and `jit` under
- * 32-true, bf16-mixed, 16-mixed and with 8-bit Adam) next to TensorFlow.js (its `cpu`
+ * 32-true, bf16-mixed and 16-mixed) next to TensorFlow.js (its `cpu`
  * and `wasm` backends) and jax-js (its `wasm` device, `jit(valueAndGrad)` with Adam written by
  * hand, since `@jax-js/jax` ships no optimizer and `@jax-js/optax` is not on npm). Every library
  * starts from the same host weights, inputs and labels, and every step reads its loss back (so
@@ -44,10 +44,8 @@ const host = await (async () => {
   return { w, x, y };
 })();
 
-/** nbit's step: eager or jitted, under a precision preset, with Adam or 8-bit Adam. */
-function nbitTrainer(
-  opts: { jit: boolean; preset?: string; adam8bit?: boolean } = { jit: false },
-): Trainer {
+/** nbit's step: eager or jitted, under a precision preset. */
+function nbitTrainer(opts: { jit: boolean; preset?: string } = { jit: false }): Trainer {
   const params = {
     layers: host.w.map((w, i) => ({
       w: nb.tensor(w, { shape: [SIZES[i], SIZES[i + 1]] }),
@@ -61,7 +59,7 @@ function nbitTrainer(
   const adamOpts = { lr: LR, b1: B1, b2: B2, eps: EPS };
   const base = nb.trainStep<typeof params, typeof batch>({
     loss: (p, b) => nb.nn.crossEntropy(nb.nn.mlp(p, b.x), b.y),
-    optimizer: opts.adam8bit ? nb.optim.adam8bit(adamOpts) : nb.optim.adam(adamOpts),
+    optimizer: nb.optim.adam(adamOpts),
   });
   const precise = nb.precision(opts.preset ?? "32-true")(base);
   const step = opts.jit ? nb.jit(precise) : precise;
@@ -199,7 +197,6 @@ bench("nbit (cpu)", () => nbitTrainer(), true);
 bench("nbit (cpu, jit)", () => nbitTrainer({ jit: true }));
 bench("nbit (cpu, jit, bf16-mixed)", () => nbitTrainer({ jit: true, preset: "bf16-mixed" }));
 bench("nbit (cpu, jit, 16-mixed)", () => nbitTrainer({ jit: true, preset: "16-mixed" }));
-bench("nbit (cpu, jit, adam8bit)", () => nbitTrainer({ jit: true, adam8bit: true }));
 bench("tfjs (cpu backend)", () => tfjsTrainer("cpu"));
 bench("tfjs (wasm backend)", () => tfjsTrainer("wasm"));
 bench("jax-js (wasm, jit)", jaxTrainer);

@@ -19,9 +19,21 @@ const UN = ["neg", "abs", "sqrt", "square", "relu"] as const;
 const BIN = ["add", "sub", "mul", "div", "maximum", "minimum"] as const;
 type W = "f32" | "bf16";
 
+const CMP = ["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual"] as const;
+
 interface Spec {
   inputs: W[];
-  ops: { kind: number; un: boolean; cast: boolean; a: number; b: number; imm: boolean; d: W }[];
+  ops: {
+    kind: number;
+    un: boolean;
+    cast: boolean;
+    /** 0: arithmetic, 1: a comparison or isfinite, 2: a where on the last bool value. */
+    bool: number;
+    a: number;
+    b: number;
+    imm: boolean;
+    d: W;
+  }[];
   values: number[];
   n: number;
 }
@@ -34,6 +46,7 @@ const specArb: fc.Arbitrary<Spec> = fc.record({
       kind: fc.nat(5),
       un: fc.boolean(),
       cast: fc.boolean(),
+      bool: fc.nat(2),
       a: fc.nat(9),
       b: fc.nat(9),
       imm: fc.boolean(),
@@ -50,17 +63,29 @@ const specArb: fc.Arbitrary<Spec> = fc.record({
 
 function kernelOf(spec: Spec): FusedKernel {
   const ops: FusedOp[] = [];
+  const wide: number[] = []; // ops with f32/bf16 values
+  let lastBool: number | undefined;
   const pick = (i: number): FusedOperand =>
-    i % (ops.length + 2) < 2
+    i % (wide.length + 2) < 2
       ? { kind: "input", index: i % 2 }
-      : { kind: "op", index: (i % (ops.length + 2)) - 2 };
+      : { kind: "op", index: wide[(i % (wide.length + 2)) - 2] };
   for (const o of spec.ops) {
-    if (o.cast) ops.push({ op: "cast", x: pick(o.a), dtype: o.d });
+    if (o.bool === 1) {
+      if (o.un) ops.push({ op: "unary", kind: "isfinite", x: pick(o.a), dtype: "bool" });
+      else ops.push({ op: "binary", kind: CMP[o.kind], a: pick(o.a), b: pick(o.b), dtype: "bool" });
+      lastBool = ops.length - 1;
+      continue;
+    }
+    if (o.bool === 2 && lastBool !== undefined) {
+      const c: FusedOperand = { kind: "op", index: lastBool };
+      ops.push({ op: "where", c, a: pick(o.a), b: pick(o.b), dtype: o.d });
+    } else if (o.cast) ops.push({ op: "cast", x: pick(o.a), dtype: o.d });
     else if (o.un) ops.push({ op: "unary", kind: UN[o.kind % 5], x: pick(o.a), dtype: o.d });
     else {
       const b: FusedOperand = o.imm ? { kind: "imm", index: 0 } : pick(o.b);
       ops.push({ op: "binary", kind: BIN[o.kind % 6], a: pick(o.a), b, dtype: o.d });
     }
+    wide.push(ops.length - 1);
   }
   return {
     shape: [spec.n],
@@ -68,7 +93,8 @@ function kernelOf(spec: Spec): FusedKernel {
     inputs: spec.inputs,
     immediates: [{ value: Math.fround(spec.values[0]), dtype: "f32" }],
     ops,
-    outputs: ops.map((_, i) => i).filter((i) => i === ops.length - 1 || i % 2 === 0),
+    // Every other value op, and the last one (bool values stay in registers).
+    outputs: wide.filter((i, j) => j === wide.length - 1 || j % 2 === 0),
   };
 }
 
@@ -85,6 +111,7 @@ Deno.test({
     await fc.assert(
       fc.asyncProperty(specArb, async (spec) => {
         const k = kernelOf(spec);
+        if (k.outputs.length === 0) return;
         assert.ok(wasmFusedKernel(k, [false, false]), "the SIMD path takes this kernel");
         const vals = (j: number) =>
           Array.from({ length: spec.n }, (_, i) => spec.values[(i * (2 * j + 1) + j) % 8]);

@@ -39,21 +39,50 @@ const F = {
 
 const UNARY = new Set(["neg", "abs", "sqrt", "square", "relu"]);
 const BINARY = new Set(["add", "sub", "mul", "div", "maximum", "minimum"]);
+/** Comparisons (bool results), as the f32 compare that gives the same answer, NaN included. */
+const COMPARE: Record<string, Code> = {
+  equal: simd(0x41),
+  notEqual: simd(0x42),
+  less: simd(0x43),
+  greater: simd(0x44),
+  lessEqual: simd(0x45),
+  greaterEqual: simd(0x46),
+};
 
 const WIDTHS = new Set(["f32", "bf16"]);
 
-/** Whether every operation of `k` is f32/bf16 arithmetic this path computes bit for bit. */
+/**
+ * Whether every operation of `k` is one this path computes bit for bit: f32/bf16 arithmetic,
+ * and bool values (comparisons, `isfinite`, `not`, `where`'s condition) kept in registers as
+ * 0.0/1.0 lanes. Bool inputs only as broadcast scalars, and no bool outputs.
+ */
 export function wasmFusible(k: FusedKernel): boolean {
-  if (k.inputs.some((d) => !WIDTHS.has(d)) || k.immediates.some((m) => !WIDTHS.has(m.dtype))) {
-    return false;
-  }
+  if (k.immediates.some((m) => !WIDTHS.has(m.dtype) && m.dtype !== "bool")) return false;
+  if (k.outputs.some((o) => !WIDTHS.has(k.ops[o].dtype))) return false;
+  const wide = (o: FusedOperand) => WIDTHS.has(operandDtype(k, o));
   return k.ops.every((op) => {
-    if (!WIDTHS.has(op.dtype)) return false;
-    if (op.op === "unary") return UNARY.has(op.kind);
-    if (op.op === "binary") return BINARY.has(op.kind);
-    if (op.op === "cast") return !op.opts?.saturate && WIDTHS.has(operandDtype(k, op.x));
+    if (op.op === "unary") {
+      if (op.kind === "isfinite") return op.dtype === "bool" && wide(op.x);
+      if (op.kind === "not") return op.dtype === "bool" && operandDtype(k, op.x) === "bool";
+      return WIDTHS.has(op.dtype) && UNARY.has(op.kind);
+    }
+    if (op.op === "binary") {
+      if (op.kind in COMPARE) return op.dtype === "bool" && wide(op.a) && wide(op.b);
+      return WIDTHS.has(op.dtype) && BINARY.has(op.kind);
+    }
+    if (op.op === "where") {
+      return WIDTHS.has(op.dtype) && operandDtype(k, op.c) === "bool" && wide(op.a) && wide(op.b);
+    }
+    if (op.op === "cast") {
+      return WIDTHS.has(op.dtype) && !op.opts?.saturate && wide(op.x);
+    }
     return false;
   });
+}
+
+/** Whether `k`'s inputs suit this path for these scalar flags (bool inputs only as scalars). */
+function inputsFit(k: FusedKernel, scalar: readonly boolean[]): boolean {
+  return k.inputs.every((d, j) => WIDTHS.has(d) || (scalar[j] && (d === "bool" || d === "u8")));
 }
 
 type Kernel = (...args: number[]) => void;
@@ -87,6 +116,7 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
   const opVec = k.ops.map(() => local(T.v128));
   const zeroVec = local(T.v128);
   const nanVec = local(T.v128);
+  const oneVec = local(T.v128);
   const tmp = local(T.v128);
   const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
   // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
@@ -119,6 +149,9 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     I.i32(NAN_BITS),
     V.i32x4Splat,
     I.set(nanVec),
+    I.i32(0x3f800000), // 1.0f
+    V.i32x4Splat,
+    I.set(oneVec),
     ...k.immediates.map((_, j) => [I.get(immParam[j]), V.f32x4Splat, I.set(immVec[j])]),
     ...k.inputs.map((_, j) => scalar[j] ? [I.get(inParam[j]), V.f32x4Splat, I.set(inVec[j])] : []),
     I.get(countParam),
@@ -156,9 +189,20 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
         case "square":
           code = [x, x, F.mul];
           break;
+        case "isfinite": // |x| < Inf, as 1.0/0.0 (NaN compares false)
+          code = [x, F.abs, I.i32(0x7f800000), V.i32x4Splat, COMPARE.less, I.get(oneVec), V.and];
+          break;
+        case "not": // x is 0.0 or 1.0
+          code = [x, I.get(zeroVec), COMPARE.equal, I.get(oneVec), V.and];
+          break;
         default: // relu: x > 0 or NaN keeps x, else +0
           code = [x, I.get(zeroVec), x, I.get(zeroVec), F.gt, x, x, F.ne, V.or, V.bitselect];
       }
+    } else if (op.op === "binary" && op.kind in COMPARE) {
+      code = [get(op.a), get(op.b), COMPARE[op.kind], I.get(oneVec), V.and]; // 1.0 or 0.0
+    } else if (op.op === "where") {
+      // c ? a : b, with c a bool lane (0.0 or 1.0).
+      code = [get(op.a), get(op.b), get(op.c), I.get(zeroVec), F.ne, V.bitselect];
     } else if (op.op === "binary") {
       const a = get(op.a), b = get(op.b);
       switch (op.kind) {
@@ -237,7 +281,7 @@ export function wasmFusedKernel(
   k: FusedKernel,
   scalar: readonly boolean[],
 ): Kernel | undefined {
-  if (!wasmEnabled() || !wasmFusible(k)) return undefined;
+  if (!wasmEnabled() || !wasmFusible(k) || !inputsFit(k, scalar)) return undefined;
   const memory = heapMemory();
   const shared = typeof SharedArrayBuffer === "function" &&
     memory.buffer instanceof SharedArrayBuffer;
