@@ -94,7 +94,10 @@ function kernelOf(spec: Spec): FusedKernel {
     immediates: [{ value: Math.fround(spec.values[0]), dtype: "f32" }],
     ops,
     // Every other value op, and the last one (bool values stay in registers).
-    outputs: wide.filter((i, j) => j === wide.length - 1 || j % 2 === 0),
+    outputs: [
+      ...wide.filter((i, j) => j === wide.length - 1 || j % 2 === 0),
+      ...(lastBool === undefined ? [] : [lastBool]),
+    ],
   };
 }
 

@@ -37,6 +37,22 @@ const F = {
   gt: simd(0x44),
 };
 
+/** Byte-lane instructions for bool inputs and outputs. */
+const B = {
+  /** `v128.load32_zero`: 4 bytes into the low lane. */
+  load32Zero: [0xfd, 0x5c, 2, 0] as Code,
+  /** `i16x8.extend_low_i8x16_u`. */
+  extend8: simd(0x89),
+  /** `i32x4.extend_low_i16x8_u`. */
+  extend16: simd(0xa9),
+  /** `f32x4.convert_i32x4_u`. */
+  toF32: simd(0xfb),
+  /** `i8x16.narrow_i16x8_u`. */
+  narrow8: simd(0x66),
+  /** `v128.store32_lane`, lane 0: the low 4 bytes. */
+  store32: [0xfd, 0x5a, 2, 0, 0] as Code,
+};
+
 const UNARY = new Set(["neg", "abs", "sqrt", "square", "relu"]);
 const BINARY = new Set(["add", "sub", "mul", "div", "maximum", "minimum"]);
 /** Comparisons (bool results), as the f32 compare that gives the same answer, NaN included. */
@@ -58,7 +74,9 @@ const WIDTHS = new Set(["f32", "bf16"]);
  */
 export function wasmFusible(k: FusedKernel): boolean {
   if (k.immediates.some((m) => !WIDTHS.has(m.dtype) && m.dtype !== "bool")) return false;
-  if (k.outputs.some((o) => !WIDTHS.has(k.ops[o].dtype))) return false;
+  if (k.outputs.some((o) => !WIDTHS.has(k.ops[o].dtype) && k.ops[o].dtype !== "bool")) {
+    return false;
+  }
   const wide = (o: FusedOperand) => WIDTHS.has(operandDtype(k, o));
   return k.ops.every((op) => {
     if (op.op === "unary") {
@@ -82,7 +100,7 @@ export function wasmFusible(k: FusedKernel): boolean {
 
 /** Whether `k`'s inputs suit this path for these scalar flags (bool inputs only as scalars). */
 function inputsFit(k: FusedKernel, scalar: readonly boolean[]): boolean {
-  return k.inputs.every((d, j) => WIDTHS.has(d) || (scalar[j] && (d === "bool" || d === "u8")));
+  return k.inputs.every((d, j) => WIDTHS.has(d) || d === "bool" || (scalar[j] && d === "u8"));
 }
 
 type Kernel = (...args: number[]) => void;
@@ -166,11 +184,16 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
   const at = (
     ptr: number,
     bytes: number,
-  ): Code => [I.get(ptr), I.get(iLocal), I.i32(bytes === 4 ? 2 : 1), I.shl, I.add];
+  ): Code => [I.get(ptr), I.get(iLocal), I.i32(Math.log2(bytes)), I.shl, I.add];
   k.inputs.forEach((d, j) => {
     if (scalar[j]) return;
     if (d === "f32") body.push(at(inParam[j], 4), V.load(), I.set(inVec[j]));
-    else body.push(at(inParam[j], 2), V.load16x4u(), I.i32(16), V.i32x4Shl, I.set(inVec[j]));
+    else if (d === "bf16") {
+      body.push(at(inParam[j], 2), V.load16x4u(), I.i32(16), V.i32x4Shl, I.set(inVec[j]));
+    } else {
+      // bool bytes (0 or 1) → 0.0/1.0 lanes.
+      body.push(at(inParam[j], 1), B.load32Zero, B.extend8, B.extend16, B.toF32, I.set(inVec[j]));
+    }
   });
   k.ops.forEach((op, i) => {
     let code: Code;
@@ -234,6 +257,24 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     const d = k.ops[o].dtype;
     if (d === "f32") {
       body.push(at(outParam[j], 4), I.get(opVec[o]), V.store());
+      return;
+    }
+    if (d === "bool") {
+      // 0.0/1.0 lanes → bytes 0/1: four lanes narrowed to the low 4 bytes.
+      const v = I.get(opVec[o]);
+      body.push(
+        at(outParam[j], 1),
+        [v, I.get(zeroVec), F.ne, splatI(1), V.and],
+        I.set(tmp),
+        I.get(tmp),
+        I.get(tmp),
+        V.i16x8NarrowU,
+        I.set(tmp),
+        I.get(tmp),
+        I.get(tmp),
+        B.narrow8,
+        B.store32,
+      );
       return;
     }
     // bf16 storage: the high half of each (already rounded) lane; a NaN as encode stores it,
