@@ -17,7 +17,7 @@ import { decode, type DType, encode } from "../lib/dtype.ts";
 const SPECIAL = [0, -0, 1, -1, 0.5, -2.5, Infinity, -Infinity, NaN, 1e-45, -1e-45, 1e-40, 3e38];
 const UN = ["neg", "abs", "sqrt", "square", "relu"] as const;
 const BIN = ["add", "sub", "mul", "div", "maximum", "minimum"] as const;
-type W = "f32" | "bf16";
+type W = "f32" | "bf16" | "f16";
 
 const CMP = ["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual"] as const;
 
@@ -38,7 +38,7 @@ interface Spec {
   n: number;
 }
 
-const w = fc.constantFrom<W>("f32", "bf16");
+const w = fc.constantFrom<W>("f32", "bf16", "f16");
 const specArb: fc.Arbitrary<Spec> = fc.record({
   inputs: fc.array(w, { minLength: 2, maxLength: 2 }),
   ops: fc.array(
@@ -108,7 +108,7 @@ function heapView(dtype: DType, values: number[]) {
 }
 
 Deno.test({
-  name: "wasm fused: SIMD ≡ generated loop, bitwise, over random f32/bf16 graphs (property)",
+  name: "wasm fused: SIMD ≡ generated loop, bitwise, over random f32/bf16/f16 graphs (property)",
   ignore: !wasmEnabled() || !(heapMemory().buffer instanceof SharedArrayBuffer),
   async fn() {
     await fc.assert(
@@ -134,6 +134,8 @@ Deno.test({
                 new Uint32Array((s as Float32Array).slice().buffer),
                 (u) => (u & 0x7fffffff) > 0x7f800000 ? 0x7fc00000 : u,
               )
+              : d === "f16"
+              ? Array.from(s, (u) => ((u & 0x7fff) > 0x7c00 ? 0x7e00 : u))
               : Array.from(s, (u) => ((u & 0x7fff) > 0x7f80 ? 0x7fc0 : u));
           assert.deepEqual(bits(got), bits(want), `output ${j} (${d})`);
           cpu.free(simd[j], d, spec.n);
@@ -160,5 +162,5 @@ Deno.test("wasm fused: kernels with other ops or dtypes stay on the loop", () =>
     ops: [{ op: "unary", kind: "neg", x: { kind: "input", index: 0 }, dtype: "f32" }],
   };
   assert.ok(!wasmEnabled() || wasmFusedKernel(neg, [false]));
-  assert.equal(wasmFusedKernel({ ...neg, inputs: ["f16"] }, [false]), undefined);
+  assert.equal(wasmFusedKernel({ ...neg, inputs: ["f8e4m3"] }, [false]), undefined);
 });

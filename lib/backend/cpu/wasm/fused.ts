@@ -1,13 +1,14 @@
 /**
  * Fused elementwise kernels in WebAssembly SIMD: a {@linkcode FusedKernel} whose operations are
- * all f32 or bf16 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do
+ * all f32, bf16 or f16 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do
  * (`+ − × ÷` and `sqrt` are correctly rounded in f32, and an f64 result rounded to f32 is the
  * same value; `neg`, `abs` and `relu` move bits; `maximum`/`minimum` follow the TypeScript NaN
- * and −0 rules through compares and selects; bf16 rounds with the same integer ties-to-even
- * trick as `encode`, NaN kept) runs four lanes at a time over heap buffers, reading bf16 inputs
- * and writing bf16 outputs as their 16-bit storage. Vectors cover the whole length: the last one
+ * and −0 rules through compares and selects; bf16 and f16 round to nearest even by integer bit
+ * tricks, as `encode` does), with bool values (comparisons, `isfinite`, `not`, `where`) as
+ * 0.0/1.0 lanes, runs four lanes at a time over heap buffers, reading and writing every dtype
+ * in its own storage. Vectors cover the whole length: the last one
  * may reach up to 12 bytes past an input or output, which stays inside its heap block (blocks are
- * multiples of 64 bytes) and is never read as data. Every other kernel (transcendentals, f16, f8,
+ * multiples of 64 bytes) and is never read as data. Every other kernel (transcendentals, f8,
  * integers) stays on the generated TypeScript loop, so the bits never depend on which path ran.
  * One module per kernel structure, cached.
  *
@@ -19,6 +20,7 @@ import type { FusedKernel, FusedOperand } from "../../fused.ts";
 import { fusedKey, operandDtype } from "../../fused.ts";
 import { type Code, I, T, V, wasmModule } from "./emit.ts";
 import { wasmEnabled } from "./features.ts";
+import { f16Lanes, f16x4 } from "./gemm_module.ts";
 import { heapMemory } from "../heap.ts";
 
 const simd = (op: number): Code => [0xfd, op < 128 ? op : [op & 0x7f | 0x80, op >> 7]];
@@ -65,7 +67,7 @@ const COMPARE: Record<string, Code> = {
   greaterEqual: simd(0x46),
 };
 
-const WIDTHS = new Set(["f32", "bf16"]);
+const WIDTHS = new Set(["f32", "bf16", "f16"]);
 
 /**
  * Whether every operation of `k` is one this path computes bit for bit: f32/bf16 arithmetic,
@@ -136,6 +138,9 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
   const nanVec = local(T.v128);
   const oneVec = local(T.v128);
   const tmp = local(T.v128);
+  const s1 = local(T.v128), s2 = local(T.v128), s3 = local(T.v128);
+  /** f32 lanes rounded to f16 (nearest even, as `roundTo`), back as f32 lanes. */
+  const roundF16 = (code: Code): Code => [code, I.set(s1), f16Lanes(s1, s2, s3), f16x4(s2, s3)];
   const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
   // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
   // bitselect(a, b, m) takes a where m is set, so NaN lanes take x, the others the rounded value.
@@ -190,6 +195,8 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     if (d === "f32") body.push(at(inParam[j], 4), V.load(), I.set(inVec[j]));
     else if (d === "bf16") {
       body.push(at(inParam[j], 2), V.load16x4u(), I.i32(16), V.i32x4Shl, I.set(inVec[j]));
+    } else if (d === "f16") {
+      body.push(at(inParam[j], 2), V.load16x4u(), f16x4(s1, s2), I.set(inVec[j]));
     } else {
       // bool bytes (0 or 1) → 0.0/1.0 lanes.
       body.push(at(inParam[j], 1), B.load32Zero, B.extend8, B.extend16, B.toF32, I.set(inVec[j]));
@@ -250,8 +257,14 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     } else if (op.op === "cast") {
       code = get(op.x); // f32 ↔ bf16: widening is exact, narrowing rounds below
     } else throw new Error("wasm fused: unsupported op");
-    const narrows = op.dtype === "bf16" && !(op.op === "cast" && operandDtype(k, op.x) === "bf16");
-    body.push(narrows ? roundBf16(code) : code, I.set(opVec[i]));
+    // An op's value rounds to its dtype (a cast from the same dtype, or a widening, is exact).
+    const from = op.op === "cast" ? operandDtype(k, op.x) : "f32";
+    const rounded = op.dtype === "bf16" && from !== "bf16"
+      ? roundBf16(code)
+      : op.dtype === "f16" && from !== "f16"
+      ? roundF16(code)
+      : code;
+    body.push(rounded, I.set(opVec[i]));
   });
   k.outputs.forEach((o, j) => {
     const d = k.ops[o].dtype;
@@ -274,6 +287,21 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
         I.get(tmp),
         B.narrow8,
         B.store32,
+      );
+      return;
+    }
+    if (d === "f16") {
+      // f16 storage: the (already f16-valued) lanes' f16 bits, 4 u16 in the low 8 bytes.
+      body.push(
+        at(outParam[j], 2),
+        I.get(opVec[o]),
+        I.set(s1),
+        f16Lanes(s1, s2, s3),
+        I.set(tmp),
+        I.get(tmp),
+        I.get(tmp),
+        V.i16x8NarrowU,
+        F.store64(),
       );
       return;
     }

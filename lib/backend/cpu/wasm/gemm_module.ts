@@ -68,7 +68,7 @@ function loadScalar(e: Elem, h: number, v: number): Code {
 }
 
 /** Widen 4 u16 lanes (i32x4 on the stack, zero-extended) of an f16 to f32x4 bits. */
-function f16x4(h: number, t: number): Code {
+export function f16x4(h: number, t: number): Code {
   return [
     I.set(h),
     I.get(h),
@@ -557,7 +557,7 @@ function bf16Lanes(w: number): Code {
  * normal results by rebiasing with a rounding add, subnormal ones by the exact f32 addition of
  * 0.5 (whose ulp, 2^−24, is the f16 subnormal step), ≥ 65520 → Inf, NaN → 0x7E00; sign kept.
  */
-function f16Lanes(w: number, a: number, t: number): Code {
+export function f16Lanes(w: number, a: number, t: number): Code {
   return [
     I.get(w),
     k4(0x7fffffff),
