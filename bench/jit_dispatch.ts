@@ -12,6 +12,7 @@
  */
 import * as nb from "../mod.ts";
 import type { Tensor } from "../mod.ts";
+import type { MlpParams } from "../lib/nn/mod.ts";
 import { webgpu, type WebGPUBackend } from "../lib/backend/webgpu/webgpu.ts";
 
 const { jit, precision, trainStep, optim, nn, random, tensor } = nb;
@@ -77,8 +78,8 @@ async function toGpu(v: unknown): Promise<unknown> {
   }
   return v;
 }
-const params = await toGpu(cpuParams) as nn.MlpParams;
-const loss = (p: nn.MlpParams, b: { x: Tensor; y: Tensor }) => nn.crossEntropy(nn.mlp(p, b.x), b.y);
+const params = await toGpu(cpuParams) as MlpParams;
+const loss = (p: MlpParams, b: { x: Tensor; y: Tensor }) => nn.crossEntropy(nn.mlp(p, b.x), b.y);
 
 const configs: [string, nb.PresetName, () => nb.Optimizer][] = [
   ["32-true", "32-true", () => optim.adam({ lr: 1e-3 })],

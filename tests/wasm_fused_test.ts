@@ -95,7 +95,7 @@ function kernelOf(spec: Spec): FusedKernel {
     ops,
     // Every other value op, and the last one (bool values stay in registers).
     outputs: [
-      ...wide.filter((i, j) => j === wide.length - 1 || j % 2 === 0),
+      ...wide.filter((_i, j) => j === wide.length - 1 || j % 2 === 0),
       ...(lastBool === undefined ? [] : [lastBool]),
     ],
   };
