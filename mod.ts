@@ -41,6 +41,7 @@ export type { Key } from "./lib/prng.ts";
 export type { LearningRate, Optimizer, Schedule } from "./lib/optim/types.ts";
 export { cpu } from "./lib/backend/cpu/cpu.ts";
 export type { HeapStats } from "./lib/backend/cpu/heap.ts";
+export { setCpuThreads } from "./lib/backend/cpu/wasm/matmul.ts";
 export type { FusedKernel, FusedOp, FusedOperand } from "./lib/backend/fused.ts";
 export {
   type AllMemoryInfo,

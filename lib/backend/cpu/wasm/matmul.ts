@@ -89,7 +89,13 @@ function freshPool(s: State): Pool {
 
 /**
  * Set the CPU thread count (the caller's thread included; default `NBIT_THREADS` or
- * `navigator.hardwareConcurrency`). The current pool is closed; the next matmul starts a new one.
+ * `navigator.hardwareConcurrency`, at most 8). The current pool is closed; the next matmul starts
+ * a new one. Results do not depend on it.
+ *
+ * @example
+ * ```ts
+ * setCpuThreads(1); // matmuls on the calling thread only
+ * ```
  */
 export function setCpuThreads(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1) {
