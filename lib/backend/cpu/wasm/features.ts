@@ -13,10 +13,18 @@ import { type Code, type Func, I, T, V, wasmModule } from "./emit.ts";
 export function envVar(name: string): string | undefined {
   try {
     const g = globalThis as {
-      Deno?: { env?: { get(n: string): string | undefined } };
+      Deno?: {
+        env?: { get(n: string): string | undefined };
+        permissions?: { querySync?(d: { name: "env"; variable: string }): { state: string } };
+      };
       process?: { env?: Record<string, string | undefined> };
     };
-    if (g.Deno?.env) return g.Deno.env.get(name);
+    if (g.Deno?.env) {
+      // Without --allow-env Deno would prompt on a terminal: only read what is granted.
+      const q = g.Deno.permissions?.querySync?.({ name: "env", variable: name });
+      if (q && q.state !== "granted") return undefined;
+      return g.Deno.env.get(name);
+    }
     return g.process?.env?.[name];
   } catch {
     return undefined; // no --allow-env: defaults

@@ -125,7 +125,8 @@ export class Pool {
     for (let id = 0; id < wanted; id++) {
       let w: AnyWorker;
       try {
-        w = new Ctor(new URL(url), { type: "module" });
+        // `env: {}`: the worker needs no environment (Deno would ask for --allow-env to copy it).
+        w = new Ctor(new URL(url), { type: "module", env: {} });
       } catch {
         break;
       }
