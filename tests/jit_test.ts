@@ -6,12 +6,13 @@
  */
 import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
+import { assertSameBits, bitsOf } from "./same_bits.ts";
 import { graphFn, inputsOf, specArb } from "./elementwise_graphs.ts";
 import * as nb from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import { loadMnist } from "../examples/data/mnist.ts";
 
-const { jit, tree, precision, trainStep, optim, nn, random, tensor, pipe, gradScale } = nb;
+const { jit, precision, trainStep, optim, nn, random, tensor, pipe, gradScale } = nb;
 
 const assert = (ok: boolean, msg?: string) => nodeAssert.ok(ok, msg);
 const assertEquals = (a: unknown, b: unknown, msg?: string) =>
@@ -21,23 +22,6 @@ function assertThrows(fn: () => unknown, type: new (...a: never[]) => Error, tex
     nodeAssert.ok(e instanceof type, `expected a ${type.name}, got ${e}`);
     nodeAssert.ok((e as Error).message.includes(text), `"${(e as Error).message}" lacks "${text}"`);
     return true;
-  });
-}
-
-/** The bits of every tensor leaf of a tree. */
-async function bitsOf(x: unknown): Promise<number[][]> {
-  return await Promise.all(tree.leaves(x).map(async (t) => Array.from(await t.bits())));
-}
-
-function assertSameBits(a: number[][], b: number[][], what: string): void {
-  assertEquals(a.length, b.length, `${what}: leaf count`);
-  a.forEach((x, i) => {
-    assertEquals(x.length, b[i].length, `${what}: leaf ${i} size`);
-    for (let j = 0; j < x.length; j++) {
-      if (!Object.is(x[j], b[i][j])) {
-        throw new Error(`${what}: leaf ${i} element ${j}: eager ${x[j]} vs jit ${b[i][j]}`);
-      }
-    }
   });
 }
 

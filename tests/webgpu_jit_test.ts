@@ -7,6 +7,7 @@
  */
 import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
+import { assertSameBits, bitsOf } from "./same_bits.ts";
 import { graphFn, inputsOf, specArb, SPECIAL } from "./elementwise_graphs.ts";
 import * as nb from "../mod.ts";
 import type { Tensor } from "../mod.ts";
@@ -18,27 +19,10 @@ import { webgpu, type WebGPUBackend } from "../lib/backend/webgpu/webgpu.ts";
 import { loadMnist } from "../examples/data/mnist.ts";
 import { gtest } from "./webgpu_setup.ts";
 
-const { jit, tree, precision, trainStep, optim, nn, random, tensor } = nb;
+const { jit, precision, trainStep, optim, nn, random, tensor } = nb;
 const assert = (ok: boolean, msg?: string) => nodeAssert.ok(ok, msg);
 const assertEquals = (a: unknown, b: unknown, msg?: string) =>
   nodeAssert.deepStrictEqual(a, b, msg);
-
-/** The bits of every tensor leaf of a tree (read in one batch). */
-async function bitsOf(x: unknown): Promise<number[][]> {
-  return await Promise.all(tree.leaves(x).map(async (t) => Array.from(await t.bits())));
-}
-
-function assertSameBits(a: number[][], b: number[][], what: string): void {
-  assertEquals(a.length, b.length, `${what}: leaf count`);
-  a.forEach((x, i) => {
-    assertEquals(x.length, b[i].length, `${what}: leaf ${i} size`);
-    for (let j = 0; j < x.length; j++) {
-      if (!Object.is(x[j], b[i][j])) {
-        throw new Error(`${what}: leaf ${i} element ${j}: eager ${x[j]} vs jit ${b[i][j]}`);
-      }
-    }
-  });
-}
 
 /** A copy of a CPU tree on `g` (bit for bit). */
 async function toGpu<T>(x: T, g: WebGPUBackend): Promise<T> {

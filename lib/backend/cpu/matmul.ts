@@ -14,7 +14,12 @@ import type { MatmulGeometry } from "../backend.ts";
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 type Out = Float32Array | Float64Array;
 
-function batchOffset(b: number, shape: readonly number[], strides: readonly number[]): number {
+/** Element offset of batch `b` of a product with batch dims `shape` and per-dim `strides`. */
+export function batchOffset(
+  b: number,
+  shape: readonly number[],
+  strides: readonly number[],
+): number {
   let off = 0;
   for (let d = shape.length - 1; d >= 0; d--) {
     const i = b % shape[d];

@@ -15,6 +15,7 @@
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
+import { batchOffset } from "../matmul.ts";
 import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
@@ -136,16 +137,6 @@ export function wasmMatmulInfo():
 }
 
 const ELEMS: Partial<Record<DType, Elem>> = { f32: ELEM.f32, bf16: ELEM.bf16, f16: ELEM.f16 };
-
-function batchOffset(b: number, shape: readonly number[], strides: readonly number[]): number {
-  let off = 0;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    const i = b % shape[d];
-    b = (b - i) / shape[d];
-    off += i * strides[d];
-  }
-  return off;
-}
 
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
