@@ -67,8 +67,8 @@ function isIdentity(v: ViewRef, size: number): boolean {
 
 interface Group {
   members: number[];
+  /** Still taking members; a closed group is scheduled, a merged one emptied into another. */
   open: boolean;
-  alive: boolean;
 }
 
 /**
@@ -116,7 +116,7 @@ export function schedule(
       for (const v of reads(nodes[m])) if (inside.has(v.id)) stack.push(v.id);
     }
     if (anc.size === g.members.length) return close(g);
-    const part: Group = { members: g.members.filter((m) => anc.has(m)), open: true, alive: true };
+    const part: Group = { members: g.members.filter((m) => anc.has(m)), open: true };
     g.members = g.members.filter((m) => !anc.has(m));
     for (const m of part.members) groupOf[m] = part;
     close(part);
@@ -149,7 +149,7 @@ export function schedule(
       : undefined;
     if (sibling) g = sibling;
     else if (joined.size === 0) {
-      g = { members: [], open: true, alive: true };
+      g = { members: [], open: true };
       groups.push(g);
     } else {
       const [first, ...rest] = joined;
@@ -157,7 +157,6 @@ export function schedule(
       for (const r of rest) {
         for (const m of r.members) groupOf[m] = g;
         g.members.push(...r.members);
-        r.alive = false;
         r.open = false;
       }
       g.members.sort((a, b) => a - b);
@@ -165,7 +164,7 @@ export function schedule(
     g.members.push(id);
     groupOf[id] = g;
   });
-  for (const g of groups) if (g.alive) close(g);
+  for (const g of groups) close(g); // a merged group is closed already: no-op
   return out;
 }
 

@@ -19,7 +19,7 @@ type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 const CHUNK = 2048;
 
 /** The compute array eager kernels use for `d`: f64, i32, u8 keep theirs, floats use f32. */
-export function computeArrayFor(d: DType, n: number): Num {
+function computeArrayFor(d: DType, n: number): Num {
   switch (d) {
     case "f64":
       return new Float64Array(n);
@@ -59,7 +59,7 @@ export function runFused(
     runChunks(k, srcs, outs);
     return outs;
   }
-  loop(srcs, k.immediates.map((m) => m.value), outs, 0, k.size, HELPERS);
+  loop(srcs, k.immediates.map((m) => m.value), outs, k.size, HELPERS);
   return outs;
 }
 
@@ -131,7 +131,6 @@ type Loop = (
   ins: readonly (Num | number)[],
   imms: readonly number[],
   outs: Num[],
-  start: number,
   n: number,
   h: typeof HELPERS,
 ) => void;
@@ -256,7 +255,7 @@ function source(k: FusedKernel, scalar: readonly boolean[]): string {
     body.push(`const v${i} = ${expr};`);
   });
   k.outputs.forEach((o, j) => body.push(`O${j}[e] = v${o};`));
-  lines.push(`for (let e = start; e < n; e++) {`, ...body.map((l) => "  " + l), "}");
+  lines.push(`for (let e = 0; e < n; e++) {`, ...body.map((l) => "  " + l), "}");
   return lines.join("\n");
 }
 
@@ -268,7 +267,7 @@ function compiled(k: FusedKernel, srcs: readonly (Num | number)[]): Loop | undef
   let loop = loops.get(key);
   if (loop === undefined) {
     try {
-      loop = new Function("ins", "imms", "outs", "start", "n", "h", source(k, scalar)) as Loop;
+      loop = new Function("ins", "imms", "outs", "n", "h", source(k, scalar)) as Loop;
       codegen = true;
     } catch (e) {
       if (codegen === true) throw e; // a bug in the generated source, not a CSP refusal
