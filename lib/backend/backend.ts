@@ -91,6 +91,14 @@ export interface MatmulGeometry {
   readonly transA: boolean;
   /** `b` is stored as `[n, k]` (read transposed). */
   readonly transB: boolean;
+  /**
+   * Round `a`'s values to this dtype (`"f16"` or `"bf16"`, ties to even) before the product,
+   * exactly as if `a` had been cast first: `a` is f32 and the result equals
+   * `matmul(cast(a, aCast), …)` bitwise. Only for backends with `matmulCasts`.
+   */
+  readonly aCast?: DType;
+  /** As `aCast`, for `b`. */
+  readonly bCast?: DType;
 }
 
 /** Random fills produced from a counter-based key (identical stream on every backend). */
@@ -208,6 +216,8 @@ export interface Backend {
    * and writes one buffer per output, bitwise equal to running its operations one by one.
    */
   fused?(k: FusedKernel, inputs: readonly View[]): Handle[];
+  /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
+  readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */
   readonly maxFusedBuffers?: number;
   /**
