@@ -30,6 +30,7 @@ import { binaryFn, unaryFn } from "./elementwise.ts";
 import { matmulKernel } from "./matmul.ts";
 import { wasmMatmul, wasmMatmulApplies } from "./wasm/matmul.ts";
 import { reduceKernel } from "./reduce.ts";
+import { wasmReduceKernel, wasmReduceOutput } from "./wasm/reduce.ts";
 import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
 import type { FusedKernel } from "../fused.ts";
 import { runFused } from "./fused.ts";
@@ -394,6 +395,23 @@ export const cpu: Backend = guardKernels({
     return store(outDtype, out);
   },
   reduce(op, x, outer, reduce, inner, outDtype) {
+    const n = outer * inner;
+    const simd = n > 0 && reduce > 0 ? wasmReduceKernel(op, x.dtype, outDtype) : undefined;
+    if (simd) {
+      // WebAssembly over the heap, then the same final conversion as below (bitwise equal).
+      const layout = wasmReduceOutput(op);
+      const h = newBuffer(outDtype, n);
+      const acc = layout === outDtype ? h : newBuffer(layout, n); // a scratch block is freed
+      const best = op === "argmax" || op === "argmin" ? newBuffer("f32", inner).ptr : 0;
+      simd(live(x.h).ptr, acc.ptr, outer, reduce, inner, best);
+      if (acc !== h) {
+        const from = viewOf(acc, layout, n) as Num;
+        const view = viewOf(h, outDtype, n);
+        if (layout === "f64" && !isNarrow(outDtype)) view.set(from as never);
+        else encodeInto(outDtype, from, view);
+      }
+      return h;
+    }
     // A narrow float sum is rounded once, from the f64 accumulator (not f64 → f32 → narrow).
     const once = op === "sum" && outDtype !== "f64" && outDtype !== "f32" && isFloating(outDtype);
     const out = once ? new Float64Array(outer * inner) : computeArray(outDtype, outer * inner);
