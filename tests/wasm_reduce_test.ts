@@ -72,12 +72,22 @@ function sameBits(got: Storage, want: Storage, what: string): void {
   }
 }
 
+/** Inner lengths, 1 (one chain per output along the reduced axis) often. */
+const innerArb = fc.oneof(
+  { weight: 1, arbitrary: fc.constant(1) },
+  { weight: 2, arbitrary: fc.constantFrom(...INNER) },
+);
 const shapeArb = fc.tuple(
   fc.integer({ min: 1, max: 3 }),
   fc.integer({ min: 1, max: 40 }),
-  fc.constantFrom(...INNER),
+  innerArb,
 );
-const valueArb = fc.oneof(fc.constantFrom(...SPECIAL), fc.float(), fc.double({ min: -8, max: 8 }));
+// Mostly finite values of mixed magnitudes (whose f64 sums round), sometimes special ones.
+const valueArb = fc.oneof(
+  { weight: 1, arbitrary: fc.constantFrom(...SPECIAL) },
+  { weight: 2, arbitrary: fc.float() },
+  { weight: 12, arbitrary: fc.double({ min: -8, max: 8, noNaN: true }) },
+);
 const bitsArb = fc.oneof(
   { weight: 4, arbitrary: fc.constant(null) },
   { weight: 1, arbitrary: fc.integer({ min: 0, max: 0xffffffff }) },
@@ -130,7 +140,7 @@ Deno.test("wasm reduce: all/any of bool and u8 equal the TypeScript bits", async
       fc.tuple(
         fc.integer({ min: 1, max: 3 }),
         fc.integer({ min: 1, max: 70 }),
-        fc.constantFrom(...INNER),
+        innerArb,
       ),
       fc.double({ min: 0, max: 1, noNaN: true }),
       fc.integer({ min: 0, max: 2 ** 31 - 1 }),
@@ -165,7 +175,8 @@ Deno.test("wasm reduce: long rows (vector bodies and tails) and a single false a
         sameBits(got, await reference(op, "bool", data, shape, "bool"), `${op} [${shape}]`);
       }
     }
-    const values = Array.from({ length: n }, (_, i) => ((i * 7919) % 1013) / 64 - 7.5);
+    // Values whose running f64 sums are not exact in f32 (a shorter accumulator would show).
+    const values = Array.from({ length: n }, (_, i) => 8 * Math.sin(i * 0.731) + 1e-3 * (i % 7));
     for (const dtype of FLOATS) {
       const data = encode(dtype, values);
       for (const shape of [[1, n, 1], [1, 1, n], [n, 1, 1]] as [number, number, number][]) {
