@@ -188,79 +188,96 @@ const at = (
   size: number,
 ): Code => [I.get(base), I.get(IX), I.i32(size), I.mul, I.add];
 
-/** The f64 sum kernel: `dst[o·inner + i] = Σ_r src[o, r, i]` in order, from +0. */
+/**
+ * The f64 sum kernel: `dst[o·inner + i] = Σ_r src[o, r, i]` in order r = 0, 1, …, from +0,
+ * walking down each output's column (the rows of a column block stay in cache).
+ */
 function sumBody(e: Elem): Code {
   const s = SIZE[e];
-  // inner = 1: one scalar chain per output.
-  const chain = forRange(O_, I.i32(0), I.get(OUTER), 1, [
+  const STRIDE = B32; // bytes from one row to the next: inner·size
+  /** `ADDR = src + (o·reduce·inner + i)·size`: output (o, i)'s element of row 0. */
+  const first: Code = [
+    I.get(SRC),
+    I.get(O_),
+    I.get(REDUCE),
+    I.mul,
+    I.get(INNER),
+    I.mul,
+    I.get(IX),
+    I.add,
+    I.i32(s),
+    I.mul,
+    I.add,
+    I.set(ADDR),
+  ];
+  const nextRow: Code = [I.get(ADDR), I.get(STRIDE), I.add, I.set(ADDR)];
+  // Four outputs at a time, their accumulators in two f64x2 registers, rows in order.
+  const columns = forVectors(IX, I.i32(0), I.get(INNER), 4, [
+    first,
+    V.zero(),
+    I.set(VB),
+    V.zero(),
+    I.set(VC),
+    forRange(R, I.i32(0), I.get(REDUCE), 1, [
+      I.get(ADDR),
+      load4(e, L),
+      I.set(VA),
+      I.get(VB),
+      I.get(VA),
+      O.promoteLow,
+      O.f64x2Add,
+      I.set(VB),
+      I.get(VC),
+      I.get(VA),
+      I.get(VA),
+      O.highToLow,
+      O.promoteLow,
+      O.f64x2Add,
+      I.set(VC),
+      nextRow,
+    ]),
+    at(OUT, 8),
+    I.tee(ADDR),
+    I.get(VB),
+    V.store(),
+    I.get(ADDR),
+    I.get(VC),
+    V.store(16),
+  ]);
+  // The other outputs (all of them when inner < 4): one scalar chain each.
+  const tail = I.block(I.loop(
+    I.get(IX),
+    I.get(INNER),
+    I.geU,
+    I.brIf(1),
+    first,
     O.f64Zero,
     I.set(F64),
     forRange(R, I.i32(0), I.get(REDUCE), 1, [
-      rowAddr(e),
       I.get(F64),
-      I.get(ROW),
+      I.get(ADDR),
       load1(e, L),
       O.f64PromoteF32,
       I.f64Add,
       I.set(F64),
+      nextRow,
     ]),
-    outAddr(8),
-    I.get(OUT),
+    at(OUT, 8),
     I.get(F64),
     O.f64Store,
-  ]);
-  // inner > 1: accumulators in dst, rows added in order, 4 outputs per step (two f64x2).
-  const rows = forRange(O_, I.i32(0), I.get(OUTER), 1, [
-    outAddr(8),
-    forRange(IX, I.i32(0), I.get(INNER), 1, [at(OUT, 8), O.f64Zero, O.f64Store]),
-    forRange(R, I.i32(0), I.get(REDUCE), 1, [
-      rowAddr(e),
-      forVectors(IX, I.i32(0), I.get(INNER), 4, [
-        at(ROW, s),
-        load4(e, L),
-        I.set(VA),
-        at(OUT, 8),
-        I.tee(ADDR),
-        I.get(ADDR),
-        V.load(),
-        I.get(VA),
-        O.promoteLow,
-        O.f64x2Add,
-        V.store(),
-        I.get(ADDR),
-        I.get(ADDR),
-        V.load(16),
-        I.get(VA),
-        I.get(VA),
-        O.highToLow,
-        O.promoteLow,
-        O.f64x2Add,
-        V.store(16),
-      ]),
-      // the tail: IX is where the vectors stopped
-      I.block(I.loop(
-        I.get(IX),
-        I.get(INNER),
-        I.geU,
-        I.brIf(1),
-        at(OUT, 8),
-        I.tee(ADDR),
-        I.get(ADDR),
-        O.f64Load,
-        at(ROW, s),
-        load1(e, L),
-        O.f64PromoteF32,
-        I.f64Add,
-        O.f64Store,
-        I.get(IX),
-        I.i32(1),
-        I.add,
-        I.set(IX),
-        I.br(0),
-      )),
-    ]),
-  ]);
-  return [I.get(INNER), I.i32(1), I.eq, I.ifElse(chain, rows)];
+    I.get(IX),
+    I.i32(1),
+    I.add,
+    I.set(IX),
+    I.br(0),
+  ));
+  return [
+    I.get(INNER),
+    I.i32(s),
+    I.mul,
+    I.set(STRIDE),
+    forRange(O_, I.i32(0), I.get(OUTER), 1, [outAddr(8), columns, tail]),
+  ];
 }
 
 /**
