@@ -5,6 +5,9 @@
  * the accumulator to the output dtype: `out` is a `Float64Array` for f16/bf16/fp8 sums (the
  * backend encodes it), never an f32 array that would round a second time.
  *
+ * This is the reference and the fallback of the WebAssembly kernels (`wasm/reduce.ts`: f32, bf16
+ * and f16 inputs, bool/u8 for all/any), which give the same bits.
+ *
  * @module
  */
 import type { ReduceOp } from "../backend.ts";

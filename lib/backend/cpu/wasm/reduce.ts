@@ -3,10 +3,10 @@
  * (`../reduce.ts`) because each output sees the same operations in the same order:
  *
  * - `sum` adds every element, widened exactly to f64, into an f64 accumulator that starts at +0,
- *   in the order r = 0, 1, …, reduce−1. Vectors run across the `inner` axis (two f64 lanes per
- *   output pair, independent outputs), never along the reduced axis; with inner = 1 each output
- *   is one scalar chain. The kernel writes the f64 accumulators; the backend rounds them to the
- *   output dtype as the TypeScript path does.
+ *   in the order r = 0, 1, …, reduce−1. Vectors run across the `inner` axis (four independent
+ *   outputs in two f64x2 registers, walking down their column), never along the reduced axis;
+ *   with inner = 1 each output is one scalar chain. The kernel writes the f64 accumulators; the
+ *   backend rounds them to the output dtype as the TypeScript path does.
  * - `max`/`min` keep f32 lanes (the widened inputs are f32 values, so f32 compares decide as the
  *   TypeScript f64 compares do): a NaN on either side gives NaN (0x7fc00000, the f32 of JS `NaN`)
  *   and sticks; otherwise only a strictly greater (smaller) value replaces the accumulator, so
@@ -117,37 +117,15 @@ function forVectors(i: number, from: Code, to: Code, step: number, body: Code): 
 
 // Parameters of every kernel: src, dst, outer, reduce, inner, scratch (bytes: heap offsets).
 const [SRC, DST, OUTER, REDUCE, INNER, SCRATCH] = [0, 1, 2, 3, 4, 5];
-// Locals: o, r, i, row (address of row r of outer o), out (address of output o's row), acc
-// addresses, and scalar/vector accumulators.
-const [O_, R, IX, ROW, OUT, ADDR, VH, VT, VA, VB, VC, F64, F32A, F32B, B32] = [
-  6,
-  7,
-  8,
-  9,
-  10,
-  11,
-  12,
-  13,
-  14,
-  15,
-  16,
-  17,
-  18,
-  19,
-  20,
-];
+// Locals: o, r, i, row (address of row r of outer o), out (address of output o's row), an
+// address, v128 scratch (f16 widening) and accumulators, and scalar accumulators.
+const [O_, R, IX, ROW, OUT, ADDR, VH, VT, VA, VB, VC, F64, F32A, F32B, B32] = Array.from(
+  { length: 15 },
+  (_, i) => 6 + i,
+);
 const LOCALS = [
-  T.i32,
-  T.i32,
-  T.i32,
-  T.i32,
-  T.i32,
-  T.i32,
-  T.v128,
-  T.v128,
-  T.v128,
-  T.v128,
-  T.v128,
+  ...new Array(6).fill(T.i32),
+  ...new Array(5).fill(T.v128),
   T.f64,
   T.f32,
   T.f32,
