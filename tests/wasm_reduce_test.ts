@@ -39,11 +39,14 @@ async function run(
 
 /** The TypeScript path's result (WebAssembly switched off for one call). */
 async function reference(...a: Parameters<typeof run>): Promise<Storage> {
+  const before = Deno.env.get("NBIT_WASM");
   Deno.env.set("NBIT_WASM", "0");
   try {
     return await run(...a);
   } finally {
-    Deno.env.delete("NBIT_WASM");
+    // Restore, so that a whole-suite run with NBIT_WASM=0 stays on the TypeScript path.
+    if (before === undefined) Deno.env.delete("NBIT_WASM");
+    else Deno.env.set("NBIT_WASM", before);
   }
 }
 
