@@ -1,14 +1,17 @@
 /**
- * The WebAssembly SIMD path of fused f32/bf16 kernels (the CPU backend's `fused` over heap
+ * The WebAssembly SIMD path of fused f32/bf16/f16 kernels (the CPU backend's `fused` over heap
  * buffers) gives the same bits as the generated TypeScript loop (the eager kernels' arithmetic),
- * special values included: NaN, ±0, ±Inf, subnormals, bf16 ties, and every length mod 4. A NaN
- * is compared as NaN, whatever its sign and payload bits (which IEEE 754 leaves unspecified).
+ * special values included: NaN, ±0, ±Inf, subnormals, bf16 ties, and every length mod 4, with
+ * inputs contiguous, broadcast scalars, broadcast rows (bias: strides [0, 1]) and row scalars
+ * (strides [1, 0]), bool conditions included. A NaN is compared as NaN, whatever its sign and
+ * payload bits (which IEEE 754 leaves unspecified).
  */
 import assert from "node:assert/strict";
 import fc from "./fc.ts";
 import type { FusedKernel, FusedOp, FusedOperand } from "../lib/backend/fused.ts";
 import { runFused } from "../lib/backend/cpu/fused.ts";
-import { wasmFusedKernel } from "../lib/backend/cpu/wasm/fused.ts";
+import { type InputLayout, wasmFusedKernel } from "../lib/backend/cpu/wasm/fused.ts";
+import { wasmFusedInfo } from "../lib/backend/cpu/wasm/fused_run.ts";
 import { wasmEnabled } from "../lib/backend/cpu/wasm/features.ts";
 import { heapMemory } from "../lib/backend/cpu/heap.ts";
 import { cpu } from "../lib/backend/cpu/cpu.ts";
@@ -23,6 +26,12 @@ const CMP = ["equal", "notEqual", "less", "lessEqual", "greater", "greaterEqual"
 
 interface Spec {
   inputs: W[];
+  /** Layouts of inputs 0, 1 (wide) and 2 (bool). */
+  layouts: InputLayout[];
+  /** Leading elements before each view's element 0 (its offset). */
+  pads: number[];
+  rows: number;
+  cols: number;
   ops: {
     kind: number;
     un: boolean;
@@ -41,6 +50,13 @@ interface Spec {
 const w = fc.constantFrom<W>("f32", "bf16", "f16");
 const specArb: fc.Arbitrary<Spec> = fc.record({
   inputs: fc.array(w, { minLength: 2, maxLength: 2 }),
+  layouts: fc.array(fc.constantFrom<InputLayout>("c", "c", "p", "r", "s"), {
+    minLength: 3,
+    maxLength: 3,
+  }),
+  pads: fc.array(fc.nat(3), { minLength: 3, maxLength: 3 }),
+  rows: fc.integer({ min: 1, max: 6 }),
+  cols: fc.integer({ min: 1, max: 13 }),
   ops: fc.array(
     fc.record({
       kind: fc.nat(5),
@@ -61,6 +77,12 @@ const specArb: fc.Arbitrary<Spec> = fc.record({
   n: fc.integer({ min: 1, max: 37 }),
 });
 
+/** The iteration shape: any length when every input is contiguous or scalar, else rows × 4k. */
+function shapeOf(spec: Spec): [number, number] {
+  const broadcast = spec.layouts.some((l) => l === "p" || l === "r");
+  return broadcast ? [spec.rows, 4 * Math.ceil(spec.cols / 4)] : [1, spec.n];
+}
+
 function kernelOf(spec: Spec): FusedKernel {
   const ops: FusedOp[] = [];
   const wide: number[] = []; // ops with f32/bf16 values
@@ -76,8 +98,10 @@ function kernelOf(spec: Spec): FusedKernel {
       lastBool = ops.length - 1;
       continue;
     }
-    if (o.bool === 2 && lastBool !== undefined) {
-      const c: FusedOperand = { kind: "op", index: lastBool };
+    if (o.bool === 2) {
+      const c: FusedOperand = lastBool === undefined || o.imm
+        ? { kind: "input", index: 2 }
+        : { kind: "op", index: lastBool };
       ops.push({ op: "where", c, a: pick(o.a), b: pick(o.b), dtype: o.d });
     } else if (o.cast) ops.push({ op: "cast", x: pick(o.a), dtype: o.d });
     else if (o.un) ops.push({ op: "unary", kind: UN[o.kind % 5], x: pick(o.a), dtype: o.d });
@@ -87,10 +111,11 @@ function kernelOf(spec: Spec): FusedKernel {
     }
     wide.push(ops.length - 1);
   }
+  const [rows, cols] = shapeOf(spec);
   return {
-    shape: [spec.n],
-    size: spec.n,
-    inputs: spec.inputs,
+    shape: [rows, cols],
+    size: rows * cols,
+    inputs: [...spec.inputs, "bool"],
     immediates: [{ value: Math.fround(spec.values[0]), dtype: "f32" }],
     ops,
     // Every other value op, and the last one (bool values stay in registers).
@@ -101,48 +126,102 @@ function kernelOf(spec: Spec): FusedKernel {
   };
 }
 
-/** A heap buffer of `dtype` holding `values` (rounded), as a contiguous view. */
-function heapView(dtype: DType, values: number[]) {
-  const h = cpu.upload(dtype, encode(dtype, values));
-  return { h, dtype, size: values.length, shape: [values.length], strides: [1], offset: 0 };
+/** Elements of the buffer behind a view in `layout` over rows × cols. */
+function storedLength(layout: InputLayout, rows: number, cols: number): number {
+  return layout === "c" ? rows * cols : layout === "p" ? cols : layout === "r" ? rows : 1;
 }
 
+/** Element strides of a view in `layout` over rows × cols. */
+function stridesOf(layout: InputLayout, cols: number): number[] {
+  return layout === "c" ? [cols, 1] : layout === "p" ? [0, 1] : layout === "r" ? [1, 0] : [0, 0];
+}
+
+/** A heap buffer of `dtype` holding `pad` zeros then `values` (rounded), viewed in `layout`. */
+function heapView(
+  dtype: DType,
+  values: number[],
+  layout: InputLayout,
+  rows: number,
+  cols: number,
+  pad: number,
+) {
+  const all = [...new Array(pad).fill(0), ...values];
+  const h = cpu.upload(dtype, encode(dtype, all));
+  const view = { h, dtype, size: all.length, shape: [rows, cols] };
+  return { ...view, strides: stridesOf(layout, cols), offset: pad };
+}
+
+/** The view's elements in C order (what the TypeScript fallback materializes). */
+function expand(layout: InputLayout, values: number[], rows: number, cols: number): number[] {
+  return Array.from({ length: rows * cols }, (_, e) =>
+    values[
+      layout === "c" ? e : layout === "p" ? e % cols : layout === "r" ? Math.floor(e / cols) : 0
+    ]);
+}
+
+/** Bits, with every NaN as one pattern (IEEE 754 leaves a NaN's sign and payload open). */
+export function canonicalBits(d: DType, s: ArrayLike<number>): number[] {
+  return d === "f32"
+    ? Array.from(
+      new Uint32Array(Float32Array.from(s as Float32Array).buffer),
+      (u) => (u & 0x7fffffff) > 0x7f800000 ? 0x7fc00000 : u,
+    )
+    : d === "f16"
+    ? Array.from(s, (u) => ((u & 0x7fff) > 0x7c00 ? 0x7e00 : u))
+    : d === "bf16"
+    ? Array.from(s, (u) => ((u & 0x7fff) > 0x7f80 ? 0x7fc0 : u))
+    : Array.from(s);
+}
+
+const SIMD = wasmEnabled() && heapMemory().buffer instanceof SharedArrayBuffer;
+
 Deno.test({
-  name: "wasm fused: SIMD ≡ generated loop, bitwise, over random f32/bf16/f16 graphs (property)",
-  ignore: !wasmEnabled() || !(heapMemory().buffer instanceof SharedArrayBuffer),
+  name: "wasm fused: SIMD ≡ generated loop, bitwise, over random f32/bf16/f16/bool graphs with " +
+    "scalar, contiguous, broadcast-row and row-scalar inputs (property)",
+  ignore: !SIMD,
   async fn() {
     await fc.assert(
       fc.asyncProperty(specArb, async (spec) => {
         const k = kernelOf(spec);
         if (k.outputs.length === 0) return;
-        assert.ok(wasmFusedKernel(k, [false, false]), "the SIMD path takes this kernel");
+        const [rows, cols] = k.shape;
+        const n = k.size;
+        assert.ok(wasmFusedKernel(k, spec.layouts), "the SIMD path takes this kernel");
         const vals = (j: number) =>
-          Array.from({ length: spec.n }, (_, i) => spec.values[(i * (2 * j + 1) + j) % 8]);
-        const views = spec.inputs.map((d, j) => heapView(d, vals(j)));
+          Array.from(
+            { length: storedLength(spec.layouts[j], rows, cols) },
+            (_, i) =>
+              j === 2
+                ? (i * 7 + spec.pads[0]) % 3 === 0 ? 1 : 0
+                : spec.values[(i * (2 * j + 1) + j) % 8],
+          );
+        const views = k.inputs.map((d, j) =>
+          heapView(d, vals(j), spec.layouts[j], rows, cols, spec.pads[j])
+        );
+        const calls = wasmFusedInfo().calls;
         const simd = cpu.fused!(k, views);
+        assert.equal(wasmFusedInfo().calls, calls + 1, "cpu.fused ran the SIMD kernel");
         // The loop, on widened copies off the heap, then stored as the backend stores.
-        const loop = runFused(k, views.map((v, j) => decode(v.dtype, encode(v.dtype, vals(j)))));
+        const loop = runFused(
+          k,
+          views.map((v, j) => {
+            const x = Array.from(decode(v.dtype, encode(v.dtype, vals(j))));
+            return spec.layouts[j] === "s"
+              ? x[0]
+              : Float32Array.from(expand(spec.layouts[j], x, rows, cols));
+          }),
+        );
         for (let j = 0; j < k.outputs.length; j++) {
           const d = k.ops[k.outputs[j]].dtype;
-          const got = await cpu.read({ h: simd[j], dtype: d, size: spec.n });
+          const got = await cpu.read({ h: simd[j], dtype: d, size: n });
           const want = encode(d, loop[j]);
-          // Bits, with every NaN as one pattern: IEEE 754 leaves a NaN's sign and payload open,
-          // and x86 returns either operand's NaN when both are NaN (the compiler may swap them).
-          const bits = (s: ArrayLike<number>) =>
-            d === "f32"
-              ? Array.from(
-                new Uint32Array((s as Float32Array).slice().buffer),
-                (u) => (u & 0x7fffffff) > 0x7f800000 ? 0x7fc00000 : u,
-              )
-              : d === "f16"
-              ? Array.from(s, (u) => ((u & 0x7fff) > 0x7c00 ? 0x7e00 : u))
-              : Array.from(s, (u) => ((u & 0x7fff) > 0x7f80 ? 0x7fc0 : u));
-          assert.deepEqual(bits(got), bits(want), `output ${j} (${d})`);
-          cpu.free(simd[j], d, spec.n);
+          // x86 returns either operand's NaN when both are NaN (the compiler may swap them).
+          assert.deepEqual(canonicalBits(d, got), canonicalBits(d, want), `output ${j} (${d})`);
+          cpu.free(simd[j], d, n);
         }
         views.forEach((v) => cpu.free(v.h, v.dtype, v.size));
       }),
-      { numRuns: 300 },
+      { numRuns: 400 },
     );
   },
 });
@@ -156,11 +235,11 @@ Deno.test("wasm fused: kernels with other ops or dtypes stay on the loop", () =>
     ops: [{ op: "unary", kind: "exp", x: { kind: "input", index: 0 }, dtype: "f32" }],
     outputs: [0],
   };
-  assert.equal(wasmFusedKernel(k, [false]), undefined);
+  assert.equal(wasmFusedKernel(k, ["c"]), undefined);
   const neg: FusedKernel = {
     ...k,
     ops: [{ op: "unary", kind: "neg", x: { kind: "input", index: 0 }, dtype: "f32" }],
   };
-  assert.ok(!wasmEnabled() || wasmFusedKernel(neg, [false]));
-  assert.equal(wasmFusedKernel({ ...neg, inputs: ["f8e4m3"] }, [false]), undefined);
+  assert.ok(!wasmEnabled() || wasmFusedKernel(neg, ["c"]));
+  assert.equal(wasmFusedKernel({ ...neg, inputs: ["f8e4m3"] }, ["c"]), undefined);
 });

@@ -1,0 +1,67 @@
+/**
+ * Running a SIMD fused kernel ({@linkcode WasmFused}) over `n` output elements: the parameters
+ * of each input (by layout, from the part's first element), the immediates' f32 bits, the
+ * output addresses and the part's element range.
+ *
+ * @module
+ */
+import type { WasmFused } from "./fused.ts";
+import { type Layout, pushParams } from "./layout.ts";
+
+/** One input of a call: its layout, byte address (a scalar: its f32 bits) and element size. */
+export interface SimdInput {
+  /** How the kernel reads it. */
+  readonly l: Layout;
+  /** Byte address of the view's element 0, or a scalar's f32 bits. */
+  readonly at: number;
+  /** Bytes per element. */
+  readonly bytes: number;
+}
+
+const stats = { calls: 0, splits: 0 };
+
+/** How many SIMD fused calls ran so far, and how many of them were split across threads. */
+export function wasmFusedInfo(): { calls: number; splits: number } {
+  return { ...stats };
+}
+
+const word = new Float32Array(1);
+const wordBits = new Int32Array(word.buffer);
+
+/** The f32 bits of `x` rounded to f32 (how an f32 parameter would receive it). */
+export function f32Bits(x: number): number {
+  word[0] = x;
+  return wordBits[0];
+}
+
+/** The parameters of `w` for output elements `[e0, e1)` (multiples of 4, `e1` may pass `n`). */
+export function simdArgs(
+  ins: readonly SimdInput[],
+  imms: readonly number[],
+  outs: readonly number[],
+  e0: number,
+  e1: number,
+): number[] {
+  const args: number[] = [];
+  for (const x of ins) pushParams(args, x.l, x.at, x.bytes, e0);
+  for (const m of imms) args.push(m);
+  for (const o of outs) args.push(o);
+  args.push(e0, e1);
+  return args;
+}
+
+/**
+ * Run `w` over `n` elements: `imms` are the immediates' f32 bits, `outs` the output addresses.
+ */
+export function runWasmFused(
+  w: WasmFused,
+  ins: readonly SimdInput[],
+  imms: readonly number[],
+  outs: readonly number[],
+  n: number,
+): void {
+  if (n === 0) return;
+  stats.calls++;
+  const end = (n + 3) & ~3;
+  w.fn(...simdArgs(ins, imms, outs, 0, end));
+}
