@@ -14,7 +14,7 @@ import { type InputLayout, wasmFusedKernel } from "../lib/backend/cpu/wasm/fused
 import { wasmFusedInfo } from "../lib/backend/cpu/wasm/fused_run.ts";
 import { wasmEnabled } from "../lib/backend/cpu/wasm/features.ts";
 import { heapMemory } from "../lib/backend/cpu/heap.ts";
-import { cpu } from "../lib/backend/cpu/cpu.ts";
+import { cpu, reference } from "../lib/backend/cpu/cpu.ts";
 import { decode, type DType, encode } from "../lib/dtype.ts";
 
 const SPECIAL = [0, -0, 1, -1, 0.5, -2.5, Infinity, -Infinity, NaN, 1e-45, -1e-45, 1e-40, 3e38];
@@ -242,4 +242,137 @@ Deno.test("wasm fused: kernels with other ops or dtypes stay on the loop", () =>
   };
   assert.ok(!wasmEnabled() || wasmFusedKernel(neg, ["c"]));
   assert.equal(wasmFusedKernel({ ...neg, inputs: ["f8e4m3"] }, ["c"]), undefined);
+});
+
+/** One random eager elementwise call. */
+interface EagerSpec {
+  op: "cast" | "unary" | "binary" | "where" | "copy";
+  kind: number;
+  dtypes: W[];
+  out: W;
+  layouts: InputLayout[];
+  pads: number[];
+  rows: number;
+  cols: number;
+  values: number[];
+}
+
+const eagerArb: fc.Arbitrary<EagerSpec> = fc.record({
+  op: fc.constantFrom("cast", "unary", "binary", "where", "copy"),
+  kind: fc.nat(11),
+  dtypes: fc.array(w, { minLength: 2, maxLength: 2 }),
+  out: w,
+  layouts: fc.array(fc.constantFrom<InputLayout>("c", "c", "p", "r", "s"), {
+    minLength: 3,
+    maxLength: 3,
+  }),
+  pads: fc.array(fc.nat(3), { minLength: 3, maxLength: 3 }),
+  rows: fc.integer({ min: 16, max: 40 }),
+  cols: fc.integer({ min: 4, max: 12 }).map((c) => 4 * c),
+  values: fc.array(fc.oneof(fc.constantFrom(...SPECIAL), fc.float()), {
+    minLength: 8,
+    maxLength: 8,
+  }),
+});
+
+const UN_ALL = [...UN, "isfinite"] as const;
+const BIN_ALL = [...BIN, ...CMP] as const;
+
+Deno.test({
+  name: "wasm fused: eager cast/unary/binary/where/copy on the SIMD path ≡ the TypeScript " +
+    "kernels, bitwise, with broadcast views (property)",
+  ignore: !SIMD,
+  async fn() {
+    await fc.assert(
+      fc.asyncProperty(eagerArb, async (s) => {
+        const { rows, cols } = s;
+        const n = rows * cols;
+        const vals = (j: number, d: DType) =>
+          Array.from(
+            { length: storedLength(s.layouts[j], rows, cols) },
+            (_, i) =>
+              d === "bool" ? (i * 5 + j) % 3 === 0 ? 1 : 0 : s.values[(i * (2 * j + 1) + j) % 8],
+          );
+        const view = (j: number, d: DType) =>
+          heapView(d, vals(j, d), s.layouts[j], rows, cols, s.pads[j]);
+        const contiguous = (d: DType) => {
+          const h = cpu.upload(d, encode(d, expand("c", vals(0, d), rows, cols)));
+          return { h, dtype: d, size: n };
+        };
+        const [da, db] = s.dtypes;
+        let run: (b: typeof cpu | typeof reference) => unknown;
+        let inputs: { h: unknown; dtype: DType; size: number }[];
+        let out: DType = s.out;
+        if (s.op === "cast") {
+          const x = contiguous(da);
+          inputs = [x];
+          if (da === s.out) out = s.out === "f32" ? "bf16" : "f32";
+          run = (b) => b.cast(x, out);
+        } else if (s.op === "unary") {
+          const kind = UN_ALL[s.kind % UN_ALL.length];
+          const x = contiguous(da);
+          inputs = [x];
+          if (kind === "isfinite") out = "bool";
+          run = (b) => b.unary(kind, x, out);
+        } else if (s.op === "binary") {
+          const kind = BIN_ALL[s.kind % BIN_ALL.length];
+          const a = view(0, da), b = view(1, db);
+          inputs = [a, b];
+          if ((CMP as readonly string[]).includes(kind)) out = "bool";
+          run = (be) => be.binary(kind, a, b, out);
+        } else if (s.op === "where") {
+          const c = view(2, "bool"), a = view(0, da), b = view(1, db);
+          inputs = [c, a, b];
+          run = (be) => be.where(c, a, b, out);
+        } else {
+          const x = view(0, da);
+          inputs = [x];
+          if (da === s.out) out = s.out === "f16" ? "bf16" : "f16";
+          run = (b) => b.copy(x, out);
+        }
+        const calls = wasmFusedInfo().calls;
+        const got = run(cpu);
+        assert.equal(wasmFusedInfo().calls, calls + 1, `cpu.${s.op} ran the SIMD kernel`);
+        const want = run(reference);
+        // Raw storage bits (f32 as u32): one op has one NaN source, so even NaNs match exactly.
+        const bits = async (h: unknown) => {
+          const a = await cpu.read({ h, dtype: out, size: n });
+          return Array.from(out === "f32" ? new Uint32Array(a.slice().buffer) : a);
+        };
+        assert.deepEqual(await bits(got), await bits(want), `${s.op} → ${out}`);
+        cpu.free(got as never, out, n);
+        cpu.free(want as never, out, n);
+        inputs.forEach((v) => cpu.free(v.h as never, v.dtype, v.size));
+      }),
+      { numRuns: 300 },
+    );
+  },
+});
+
+Deno.test("wasm fused: a same-dtype copy of broadcast views moves raw bits (NaN payloads kept)", async () => {
+  for (const layout of ["p", "r", "s", "c"] as const) {
+    for (const d of ["bf16", "f16", "f32", "bool"] as const) {
+      const rows = 5, cols = 12;
+      const len = storedLength(layout, rows, cols);
+      // Raw storage with NaN payloads no arithmetic would keep.
+      const raw = d === "f32"
+        ? new Float32Array(
+          Uint32Array.from({ length: len + 1 }, (_, i) => 0xffc00001 + i * 977).buffer,
+        )
+        : d === "bool"
+        ? Uint8Array.from({ length: len + 1 }, (_, i) => i % 2)
+        : Uint16Array.from({ length: len + 1 }, (_, i) => 0x7f81 + i * 3);
+      const h = cpu.upload(d, raw);
+      const x = { h, dtype: d, size: len + 1, shape: [rows, cols] };
+      const v = { ...x, strides: stridesOf(layout, cols), offset: 1 };
+      const out = cpu.copy(v, d);
+      const got = await cpu.read({ h: out, dtype: d, size: rows * cols });
+      const bitsOf = (a: ArrayLike<number>) =>
+        Array.from(d === "f32" ? new Uint32Array((a as Float32Array).slice().buffer) : a);
+      const want = expand(layout, bitsOf(raw).slice(1), rows, cols);
+      assert.deepEqual(bitsOf(got), want, `${layout} ${d}`);
+      cpu.free(out, d, rows * cols);
+      cpu.free(h, d, len + 1);
+    }
+  }
 });
