@@ -172,13 +172,24 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
   const inVec = k.inputs.map(() => local(T.v128));
   const immVec = k.immediates.map(() => local(T.v128));
   const opVec = k.ops.map(() => local(T.v128));
+  // Ops whose value later ops read (an f16 op kept only for its store skips widening back).
+  const used = new Set<number>();
+  for (const op of k.ops) {
+    const xs = op.op === "unary" || op.op === "cast"
+      ? [op.x]
+      : op.op === "binary"
+      ? [op.a, op.b]
+      : [op.c, op.a, op.b];
+    for (const x of xs) if (x.kind === "op") used.add(x.index);
+  }
+  /** f16 bits (i32 lanes) of each op that rounds to f16, for its store. */
+  const opBits = new Map<number, number>();
   const zeroVec = local(T.v128);
   const nanVec = local(T.v128);
   const oneVec = local(T.v128);
   const tmp = local(T.v128);
   const s1 = local(T.v128), s2 = local(T.v128), s3 = local(T.v128);
   /** f32 lanes rounded to f16 (nearest even, as `roundTo`), back as f32 lanes. */
-  const roundF16 = (code: Code): Code => [code, I.set(s1), f16Lanes(s1, s2, s3), f16x4(s2, s3)];
   const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
   // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
   // bitselect(a, b, m) takes a where m is set, so NaN lanes take x, the others the rounded value.
@@ -325,12 +336,15 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
     } else throw new Error("wasm fused: unsupported op");
     // An op's value rounds to its dtype (a cast from the same dtype, or a widening, is exact).
     const from = op.op === "cast" ? operandDtype(k, op.x) : "f32";
-    const rounded = op.dtype === "bf16" && from !== "bf16"
-      ? roundBf16(code)
-      : op.dtype === "f16" && from !== "f16"
-      ? roundF16(code)
-      : code;
-    body.push(rounded, I.set(opVec[i]));
+    if (op.dtype === "f16" && from !== "f16") {
+      // f16: the rounded bits once; the f32 value of them only where later ops read it.
+      const bits = local(T.v128);
+      opBits.set(i, bits);
+      body.push(code, I.set(s1), f16Lanes(s1, s2, s3), I.set(bits));
+      if (used.has(i)) body.push(I.get(bits), f16x4(s2, s3), I.set(opVec[i]));
+      return;
+    }
+    body.push(op.dtype === "bf16" && from !== "bf16" ? roundBf16(code) : code, I.set(opVec[i]));
   });
   k.outputs.forEach((o, j) => {
     const d = k.ops[o].dtype;
@@ -357,12 +371,12 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       return;
     }
     if (d === "f16") {
-      // f16 storage: the (already f16-valued) lanes' f16 bits, 4 u16 in the low 8 bytes.
+      // f16 storage: the op's f16 bits (else those of its f16-valued lanes), 4 u16 in the low
+      // 8 bytes.
+      const bits = opBits.get(o);
       body.push(
         at(outParam[j], 2),
-        I.get(opVec[o]),
-        I.set(s1),
-        f16Lanes(s1, s2, s3),
+        bits !== undefined ? I.get(bits) : [I.get(opVec[o]), I.set(s1), f16Lanes(s1, s2, s3)],
         I.set(tmp),
         I.get(tmp),
         I.get(tmp),
