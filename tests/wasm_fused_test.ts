@@ -14,6 +14,7 @@ import { type InputLayout, wasmFusedKernel } from "../lib/backend/cpu/wasm/fused
 import { wasmFusedInfo } from "../lib/backend/cpu/wasm/fused_run.ts";
 import { wasmEnabled } from "../lib/backend/cpu/wasm/features.ts";
 import { heapMemory } from "../lib/backend/cpu/heap.ts";
+import { closeCpuThreads, setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
 import { cpu, reference } from "../lib/backend/cpu/cpu.ts";
 import { decode, type DType, encode } from "../lib/dtype.ts";
 
@@ -375,4 +376,81 @@ Deno.test("wasm fused: a same-dtype copy of broadcast views moves raw bits (NaN 
       cpu.free(h, d, len + 1);
     }
   }
+});
+
+Deno.test({
+  name: "wasm fused: 1 thread ≡ 2 threads bit for bit (long kernels split by vector blocks)",
+  ignore: !SIMD,
+  async fn() {
+    // Two outputs, broadcast rows and row scalars, f16/bf16 rounding, a bool condition.
+    const spec: Spec = {
+      inputs: ["f32", "bf16"],
+      layouts: ["c", "p", "r"],
+      pads: [1, 2, 3],
+      rows: 0,
+      cols: 0,
+      ops: [
+        { kind: 0, un: false, cast: false, bool: 0, a: 0, b: 1, imm: false, d: "f16" },
+        { kind: 2, un: false, cast: false, bool: 0, a: 2, b: 0, imm: true, d: "bf16" },
+        { kind: 1, un: false, cast: false, bool: 1, a: 3, b: 1, imm: false, d: "f32" },
+        { kind: 4, un: false, cast: false, bool: 2, a: 2, b: 3, imm: false, d: "f32" },
+      ],
+      values: [1.5, -0, NaN, 3e38, 1e-40, -2.5, Infinity, 0.1],
+      n: 0,
+    };
+    const rows = 300, cols = 1000; // 300K elements, a split of 75K vectors
+    const k = {
+      ...kernelOf({ ...spec, rows: 1, cols: 4 }),
+      shape: [rows, cols],
+      size: rows * cols,
+    };
+    const views = k.inputs.map((d, j) =>
+      heapView(
+        d,
+        Array.from(
+          { length: storedLength(spec.layouts[j], rows, cols) },
+          (_, i) => d === "bool" ? i % 3 === 0 ? 1 : 0 : spec.values[i % 8] * (1 + i / 7),
+        ),
+        spec.layouts[j],
+        rows,
+        cols,
+        spec.pads[j],
+      )
+    );
+    const run = async () => {
+      // Reused heap blocks hold a value no output has, so an element left unwritten shows.
+      const dts = k.outputs.map((o) => k.ops[o].dtype);
+      const junk = dts.map((d) => cpu.fill(d, k.size, d === "bool" ? 1 : 7));
+      junk.reverse().forEach((h, j) => cpu.free(h, dts[dts.length - 1 - j], k.size));
+      const hs = cpu.fused!(k, views);
+      const out = await Promise.all(
+        hs.map((h, j) => cpu.read({ h, dtype: k.ops[k.outputs[j]].dtype, size: k.size })),
+      );
+      hs.forEach((h, j) => cpu.free(h, k.ops[k.outputs[j]].dtype, k.size));
+      return out.map((o) => Array.from(o instanceof Float32Array ? new Uint32Array(o.buffer) : o));
+    };
+    try {
+      setCpuThreads(1);
+      const s0 = wasmFusedInfo().splits;
+      const one = await run();
+      assert.equal(wasmFusedInfo().splits, s0, "one thread: no split");
+      setCpuThreads(2);
+      cpu.fused!(k, views).forEach((h, j) => cpu.free(h, k.ops[k.outputs[j]].dtype, k.size));
+      for (let i = 0; i < 400 && (wasmMatmulInfo()?.readyThreads ?? 0) < 2; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(wasmMatmulInfo()?.readyThreads, 2, "2 threads did not start");
+      const s1 = wasmFusedInfo().splits;
+      const two = await run();
+      assert.equal(wasmFusedInfo().splits, s1 + 1, "two threads: the kernel was split");
+      assert.equal(one.length, 3);
+      one.forEach((o, j) =>
+        assert.ok(o.length === k.size && o.some((x) => x !== 0), `output ${j}`)
+      );
+      assert.deepEqual(two, one);
+    } finally {
+      closeCpuThreads();
+      views.forEach((v) => cpu.free(v.h, v.dtype, v.size));
+    }
+  },
 });

@@ -7,6 +7,14 @@
  */
 import type { WasmFused } from "./fused.ts";
 import { type Layout, pushParams } from "./layout.ts";
+import { cpuPool } from "./matmul.ts";
+import { codeOffset, MAX_ARGS } from "./pool.ts";
+
+/**
+ * Elements from which a kernel is split across the worker pool (a round trip costs a few
+ * microseconds; measured crossover: see the module doc).
+ */
+export const SPLIT_ELEMENTS = 1 << 16;
 
 /** One input of a call: its layout, byte address (a scalar: its f32 bits) and element size. */
 export interface SimdInput {
@@ -63,5 +71,23 @@ export function runWasmFused(
   if (n === 0) return;
   stats.calls++;
   const end = (n + 3) & ~3;
-  w.fn(...simdArgs(ins, imms, outs, 0, end));
+  const pool = n >= SPLIT_ELEMENTS && w.arity <= MAX_ARGS ? cpuPool() : undefined;
+  const parts = pool ? Math.min(pool.ready() + 1, pool.threads) : 1;
+  const at = parts > 1 ? codeOffset(w.bytes) : undefined;
+  if (!pool || at === undefined) {
+    w.fn(...simdArgs(ins, imms, outs, 0, end));
+    return;
+  }
+  // Whole vectors per part: every element is computed alone, so the split never changes bits.
+  const units = end >> 2;
+  const edge = (p: number) => Math.round((units * p) / parts) * 4;
+  stats.splits++;
+  pool.call(
+    parts,
+    at,
+    w.bytes.length,
+    w.fn,
+    (p) => simdArgs(ins, imms, outs, edge(p), edge(p + 1)),
+    "fused",
+  );
 }

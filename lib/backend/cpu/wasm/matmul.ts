@@ -89,6 +89,15 @@ function freshPool(s: State): Pool {
 }
 
 /**
+ * The CPU worker pool (shared by matmuls and the fused elementwise kernels), fresh for the
+ * heap's current size (see `freshPool`), or `undefined` when WebAssembly is off.
+ */
+export function cpuPool(): Pool | undefined {
+  if (!wasmEnabled()) return undefined;
+  return freshPool(state ??= init());
+}
+
+/**
  * Set the CPU thread count (the caller's thread included; default `NBIT_THREADS` or
  * `navigator.hardwareConcurrency`, at most 8). The current pool is closed; the next matmul starts
  * a new one. Results do not depend on it.
