@@ -8,7 +8,10 @@
  * every older view), and never given to callers: `read` returns a copy. `free` returns the
  * block to the allocator. Narrow floats are widened to f32 in reused scratch arrays, computed,
  * and rounded once into the output block; f32, f64, i32, u8 and bool kernels read and write the
- * heap directly. A kernel that throws releases the blocks it allocated.
+ * heap directly. Elementwise kernels (`cast`, `unary`, `binary`, `where`, `copy`, `fused`) run
+ * in WebAssembly SIMD over the heap blocks where that path computes them bit for bit
+ * (`wasm/fused.ts`; eager ops as one-op fused kernels), else as the TypeScript kernels
+ * ({@linkcode reference}). A kernel that throws releases the blocks it allocated.
  *
  * @module
  */

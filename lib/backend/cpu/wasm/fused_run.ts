@@ -1,7 +1,16 @@
 /**
  * Running a SIMD fused kernel ({@linkcode WasmFused}) over `n` output elements: the parameters
  * of each input (by layout, from the part's first element), the immediates' f32 bits, the
- * output addresses and the part's element range.
+ * output addresses and the part's element range. From {@link SPLIT_ELEMENTS} elements on, the
+ * range is split in blocks of whole vectors across the CPU worker pool (the one matmuls use;
+ * its workers compile the kernel's bytes from the pool's code area); each element is computed
+ * alone, so the split never changes a bit. Where there are no workers or no shared memory it
+ * runs on the calling thread.
+ *
+ * The threshold weighs the pool's round trip (15–18 µs to wake a parked worker, 1–8 µs while
+ * it spins: shared/PERF-NOTES.md) against a one-thread pass over 64K elements (tens of µs for a
+ * memory-bound map, more for f16 rounding or an Adam update). It is an estimate for a quiet
+ * machine: on a loaded 2-vCPU host no split up to 256K elements paid.
  *
  * @module
  */

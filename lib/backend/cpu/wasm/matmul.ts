@@ -90,11 +90,13 @@ function freshPool(s: State): Pool {
 
 /**
  * The CPU worker pool (shared by matmuls and the fused elementwise kernels), fresh for the
- * heap's current size (see `freshPool`), or `undefined` when WebAssembly is off.
+ * heap's current size (see `freshPool`), or `undefined` when WebAssembly is off or no matmul
+ * has started it yet (it holds packing buffers on the heap: elementwise work alone does not
+ * allocate them).
  */
 export function cpuPool(): Pool | undefined {
-  if (!wasmEnabled()) return undefined;
-  return freshPool(state ??= init());
+  if (!state || !wasmEnabled()) return undefined;
+  return freshPool(state);
 }
 
 /**
