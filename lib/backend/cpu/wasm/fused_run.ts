@@ -8,7 +8,7 @@
  * runs on the calling thread.
  *
  * The threshold weighs the pool's round trip (15–18 µs to wake a parked worker, 1–8 µs while
- * it spins: shared/PERF-NOTES.md) against a one-thread pass over 64K elements (tens of µs for a
+ * it spins: shared/PERF-NOTES.md) against a one-thread pass over 256K elements (about 0.1 ms for a
  * memory-bound map, more for f16 rounding or an Adam update). It is an estimate for a quiet
  * machine: on a loaded 2-vCPU host no split up to 256K elements paid.
  *
@@ -23,7 +23,7 @@ import { codeOffset, MAX_ARGS } from "./pool.ts";
  * Elements from which a kernel is split across the worker pool (a round trip costs a few
  * microseconds; measured crossover: see the module doc).
  */
-export const SPLIT_ELEMENTS = 1 << 16;
+export const SPLIT_ELEMENTS = 1 << 18;
 
 /** One input of a call: its layout, byte address (a scalar: its f32 bits) and element size. */
 export interface SimdInput {
