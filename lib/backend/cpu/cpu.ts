@@ -8,7 +8,10 @@
  * every older view), and never given to callers: `read` returns a copy. `free` returns the
  * block to the allocator. Narrow floats are widened to f32 in reused scratch arrays, computed,
  * and rounded once into the output block; f32, f64, i32, u8 and bool kernels read and write the
- * heap directly. A kernel that throws releases the blocks it allocated.
+ * heap directly. Elementwise kernels (`cast`, `unary`, `binary`, `where`, `copy`, `fused`) run
+ * in WebAssembly SIMD over the heap blocks where that path computes them bit for bit
+ * (`wasm/fused.ts`; eager ops as one-op fused kernels), else as the TypeScript kernels
+ * ({@linkcode reference}). A kernel that throws releases the blocks it allocated.
  *
  * @module
  */
@@ -35,6 +38,10 @@ import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
 import type { FusedKernel } from "../fused.ts";
 import { runFused } from "./fused.ts";
 import { wasmFusedKernel } from "./wasm/fused.ts";
+import { CONTIGUOUS, type Layout, layoutOf } from "./wasm/layout.ts";
+import { f32Bits, runWasmFused, type SimdInput } from "./wasm/fused_run.ts";
+import { wasmEnabled } from "./wasm/features.ts";
+import { binaryKernel, castKernel, unaryKernel, whereKernel } from "./eager_kernels.ts";
 import { defaultHeap } from "./heap.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
@@ -340,60 +347,21 @@ export const cpu: Backend = guardKernels({
     defaultHeap().release(b.ptr, b.bytes);
     b.ptr = -1;
   },
-  cast: (x: Arg, to: DType, opts?: CastOptions) => {
-    const h = newBuffer(to, x.size);
-    const dst = viewOf(h, to, x.size);
-    if (x.dtype === to) dst.set(storageOf(x) as never);
-    else if (to === "f32" && isNarrow(x.dtype)) {
-      widenInto(x.dtype, storageOf(x), dst as Float32Array);
-    } else encodeInto(to, values(x), dst, opts);
-    return h;
-  },
-  copy: (x: View, outDtype: DType) => {
-    const n = x.shape.reduce((a, b) => a * b, 1);
-    if (outDtype !== x.dtype) {
-      const out = computeArray(outDtype, n);
-      out.set(materialize(x) as never);
-      return store(outDtype, out);
-    }
-    // Same dtype: move raw storage (bits), no widening.
-    const h = newBuffer(outDtype, n);
-    const dst = viewOf(h, outDtype, n);
-    const src = storageOf(x);
-    if (isContiguous(x)) dst.set(src.subarray(x.offset, x.offset + n) as never);
-    else gatherView(x, src, dst);
-    return h;
-  },
-  unary(op, x, outDtype) {
-    const out = computeArray(outDtype, x.size);
-    unaryFn(op, values(x), out);
-    return store(outDtype, out);
-  },
-  binary(op, a, b, outDtype) {
-    const n = a.shape.reduce((p, d) => p * d, 1);
-    const out = computeArray(outDtype, n);
-    binaryFn(op, operand(a), operand(b), out);
-    return store(outDtype, out);
-  },
-  where(cond, a, b, outDtype) {
-    const n = a.shape.reduce((p, d) => p * d, 1);
-    const out = computeArray(outDtype, n);
-    const c = materialize(cond);
-    // A broadcast scalar branch (e.g. where(mask, g, 0)) is read once, not materialized.
-    const av = operand(a);
-    const bv = operand(b);
-    if (typeof av === "number" && typeof bv === "number") {
-      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bv;
-    } else if (typeof av === "number") {
-      const bs = bv as Num;
-      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bs[i];
-    } else if (typeof bv === "number") {
-      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv;
-    } else {
-      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv[i];
-    }
-    return store(outDtype, out);
-  },
+  cast: (x: Arg, to: DType, opts?: CastOptions) =>
+    (x.dtype !== to ? eagerSimd(castKernel(x.dtype, to, opts), [x], x.size) : undefined) ??
+      ts.cast(x, to, opts),
+  copy: (x: View, outDtype: DType) =>
+    (outDtype !== x.dtype ? eagerSimd(castKernel(x.dtype, outDtype), [x], sizeOf(x)) : undefined) ??
+      ts.copy(x, outDtype),
+  unary: (op, x, outDtype) =>
+    eagerSimd(unaryKernel(op, x.dtype, outDtype), [x], x.size) ??
+      ts.unary(op, x, outDtype),
+  binary: (op, a, b, outDtype) =>
+    eagerSimd(binaryKernel(op, a.dtype, b.dtype, outDtype), [a, b], sizeOf(a)) ??
+      ts.binary(op, a, b, outDtype),
+  where: (cond, a, b, outDtype) =>
+    eagerSimd(whereKernel(cond.dtype, a.dtype, b.dtype, outDtype), [cond, a, b], sizeOf(a)) ??
+      ts.where(cond, a, b, outDtype),
   reduce(op, x, outer, reduce, inner, outDtype) {
     const n = outer * inner;
     const simd = n > 0 && reduce > 0 ? wasmReduceKernel(op, x.dtype, outDtype) : undefined;
@@ -543,24 +511,134 @@ export const cpu: Backend = guardKernels({
   },
 });
 
+type Elementwise = Pick<Backend, "cast" | "copy" | "unary" | "binary" | "where">;
+
+/**
+ * The TypeScript elementwise kernels: what `cpu.cast`, `copy`, `unary`, `binary` and `where` run
+ * where the SIMD fused path does not apply. They allocate through `newBuffer`: call them inside
+ * a guarded kernel.
+ */
+const ts: Elementwise = {
+  cast: (x: Arg, to: DType, opts?: CastOptions) => {
+    const h = newBuffer(to, x.size);
+    const dst = viewOf(h, to, x.size);
+    if (x.dtype === to) dst.set(storageOf(x) as never);
+    else if (to === "f32" && isNarrow(x.dtype)) {
+      widenInto(x.dtype, storageOf(x), dst as Float32Array);
+    } else encodeInto(to, values(x), dst, opts);
+    return h;
+  },
+  copy: (x: View, outDtype: DType) => {
+    const n = x.shape.reduce((a, b) => a * b, 1);
+    if (outDtype !== x.dtype) {
+      const out = computeArray(outDtype, n);
+      out.set(materialize(x) as never);
+      return store(outDtype, out);
+    }
+    // Same dtype: move raw storage (bits), no widening; broadcast rows and row scalars in bulk.
+    const h = newBuffer(outDtype, n);
+    const dst = viewOf(h, outDtype, n);
+    const src = storageOf(x);
+    const l = n > 0 ? layoutOf(x.shape, x.strides) : undefined;
+    if (isContiguous(x)) dst.set(src.subarray(x.offset, x.offset + n) as never);
+    else if (l?.layout === "p") {
+      dst.set(src.subarray(x.offset, x.offset + l.len) as never);
+      for (let have = l.len; have < n; have *= 2) dst.copyWithin(have, 0, Math.min(have, n - have));
+    } else if (l?.layout === "r") {
+      for (let r = 0, at = 0; at < n; r++, at += l.len) {
+        dst.fill(src[x.offset + r] as never, at, at + l.len);
+      }
+    } else gatherView(x, src, dst);
+    return h;
+  },
+  unary(op, x, outDtype) {
+    const out = computeArray(outDtype, x.size);
+    unaryFn(op, values(x), out);
+    return store(outDtype, out);
+  },
+  binary(op, a, b, outDtype) {
+    const n = a.shape.reduce((p, d) => p * d, 1);
+    const out = computeArray(outDtype, n);
+    binaryFn(op, operand(a), operand(b), out);
+    return store(outDtype, out);
+  },
+  where(cond, a, b, outDtype) {
+    const n = a.shape.reduce((p, d) => p * d, 1);
+    const out = computeArray(outDtype, n);
+    const c = materialize(cond);
+    // A broadcast scalar branch (e.g. where(mask, g, 0)) is read once, not materialized.
+    const av = operand(a);
+    const bv = operand(b);
+    if (typeof av === "number" && typeof bv === "number") {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bv;
+    } else if (typeof av === "number") {
+      const bs = bv as Num;
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av : bs[i];
+    } else if (typeof bv === "number") {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv;
+    } else {
+      for (let i = 0; i < n; i++) out[i] = c[i] ? av[i] : bv[i];
+    }
+    return store(outDtype, out);
+  },
+};
+
+/**
+ * @internal The TypeScript elementwise kernels as guarded kernels: the reference the SIMD path
+ * is tested against, bit for bit.
+ */
+export const reference: Elementwise = guardKernels(ts as Backend) as Elementwise;
+
+/** Elements of a view (the product of its shape). */
+function sizeOf(v: View): number {
+  let n = 1;
+  for (const d of v.shape) n *= d;
+  return n;
+}
+
+/** Below this many elements an eager op stays on the TypeScript kernel (less per-call work). */
+const EAGER_SIMD_MIN = 256;
+
+/** An eager op as its one-op kernel on the SIMD path, or `undefined` (then TypeScript runs it). */
+function eagerSimd(
+  k: FusedKernel,
+  inputs: readonly (View | Arg)[],
+  n: number,
+): CpuBuffer | undefined {
+  if (n < EAGER_SIMD_MIN) return undefined;
+  return wasmFused(k, inputs, n)?.[0];
+}
+
 /**
  * A fused kernel in WebAssembly SIMD straight over the heap blocks (inputs read in their own
- * storage, bf16 included; outputs written in theirs), or `undefined` where that path does not
- * apply (see `wasm/fused.ts`): then the generated TypeScript loop runs it, with the same bits.
+ * storage and layout: scalars, contiguous, broadcast rows or row scalars; outputs written
+ * contiguously in their storage), or `undefined` where that path does not apply (see
+ * `wasm/fused.ts`, `wasm/layout.ts`): then the TypeScript kernels run it, with the same bits.
+ * An `Arg` input is contiguous.
  */
-function wasmFused(k: FusedKernel, inputs: readonly View[]): CpuBuffer[] | undefined {
-  const scalar = inputs.map(isScalarView);
-  if (inputs.some((v, j) => !scalar[j] && !(v.offset === 0 && isContiguous(v)))) return undefined;
-  const kernel = wasmFusedKernel(k, scalar);
+function wasmFused(
+  k: FusedKernel,
+  inputs: readonly (View | Arg)[],
+  n: number = k.size,
+): CpuBuffer[] | undefined {
+  const ls: Layout[] = [];
+  for (const v of inputs) {
+    const l = "shape" in v ? layoutOf(v.shape, v.strides) : CONTIGUOUS;
+    if (!l) return undefined;
+    ls.push(l);
+  }
+  if (!wasmEnabled()) return undefined;
+  const kernel = wasmFusedKernel(k, ls.map((l) => l.layout));
   if (!kernel) return undefined;
-  const outs = k.outputs.map((o) => newBuffer(k.ops[o].dtype, k.size));
-  const args = inputs.map((v, j) => scalar[j] ? valueAt(v, v.offset) : live(v.h).ptr);
-  kernel(
-    ...args,
-    ...k.immediates.map((m) => m.value),
-    ...outs.map((h) => h.ptr),
-    (k.size + 3) >> 2,
-  );
+  const outs = k.outputs.map((o) => newBuffer(k.ops[o].dtype, n));
+  const ins: SimdInput[] = inputs.map((v, j) => {
+    const off = "offset" in v ? v.offset : 0;
+    const bytes = byteSize(v.dtype);
+    const at = ls[j].layout === "s" ? f32Bits(valueAt(v, off)) : live(v.h).ptr + off * bytes;
+    return { l: ls[j], at, bytes };
+  });
+  const imms = k.immediates.map((m) => f32Bits(m.value));
+  runWasmFused(kernel, ins, imms, outs.map((h) => h.ptr), n);
   return outs;
 }
 

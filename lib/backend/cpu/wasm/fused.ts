@@ -6,7 +6,10 @@
  * and −0 rules through compares and selects; bf16 and f16 round to nearest even by integer bit
  * tricks, as `encode` does), with bool values (comparisons, `isfinite`, `not`, `where`) as
  * 0.0/1.0 lanes, runs four lanes at a time over heap buffers, reading and writing every dtype
- * in its own storage. Vectors cover the whole length: the last one
+ * in its own storage. An input is a broadcast scalar, contiguous, a period (bias rows: element
+ * `e mod P`) or a row scalar (element `⌊e / L⌋`, splat), see {@link InputLayout}; a kernel runs
+ * over any range of whole vectors, so the worker pool can split it. Vectors cover the whole
+ * length: the last one
  * may reach up to 12 bytes past an input or output, which stays inside its heap block (blocks are
  * multiples of 64 bytes) and is never read as data. Every other kernel (transcendentals, f8,
  * integers) stays on the generated TypeScript loop, so the bits never depend on which path ran.
@@ -19,7 +22,6 @@
 import type { FusedKernel, FusedOperand } from "../../fused.ts";
 import { fusedKey, operandDtype } from "../../fused.ts";
 import { type Code, I, T, V, wasmModule } from "./emit.ts";
-import { wasmEnabled } from "./features.ts";
 import { f16Lanes, f16x4 } from "./gemm_module.ts";
 import { heapMemory } from "../heap.ts";
 
@@ -53,6 +55,8 @@ const B = {
   narrow8: simd(0x66),
   /** `v128.store32_lane`, lane 0: the low 4 bytes. */
   store32: [0xfd, 0x5a, 2, 0, 0] as Code,
+  /** `i32.load8_u`. */
+  load8u: [0x2d, 0, 0] as Code,
 };
 
 const UNARY = new Set(["neg", "abs", "sqrt", "square", "relu"]);
@@ -70,9 +74,9 @@ const COMPARE: Record<string, Code> = {
 const WIDTHS = new Set(["f32", "bf16", "f16"]);
 
 /**
- * Whether every operation of `k` is one this path computes bit for bit: f32/bf16 arithmetic,
- * and bool values (comparisons, `isfinite`, `not`, `where`'s condition) kept in registers as
- * 0.0/1.0 lanes. Bool inputs only as broadcast scalars, and no bool outputs.
+ * Whether every operation of `k` is one this path computes bit for bit: f32/bf16/f16
+ * arithmetic, and bool values (comparisons, `isfinite`, `not`, `where`'s condition) kept in
+ * registers as 0.0/1.0 lanes and stored as bytes 0/1.
  */
 export function wasmFusible(k: FusedKernel): boolean {
   if (k.immediates.some((m) => !WIDTHS.has(m.dtype) && m.dtype !== "bool")) return false;
@@ -100,47 +104,92 @@ export function wasmFusible(k: FusedKernel): boolean {
   });
 }
 
-/** Whether `k`'s inputs suit this path for these scalar flags (bool inputs only as scalars). */
-function inputsFit(k: FusedKernel, scalar: readonly boolean[]): boolean {
-  return k.inputs.every((d, j) => WIDTHS.has(d) || d === "bool" || (scalar[j] && d === "u8"));
+/**
+ * How one input is read, per 4-lane vector of output elements `e … e+3`:
+ * - `s`: a broadcast scalar, splat once (one parameter: its f32 bits);
+ * - `c`: contiguous, element `e` (one parameter: the byte address of element 0);
+ * - `p`: a period (leading axes broadcast, trailing ones contiguous), element `e mod P` with
+ *   `P` a multiple of 4 (parameters: the period's address, `P` in bytes, the byte offset of the
+ *   first element read);
+ * - `r`: a row scalar (trailing axes broadcast), element `⌊e / L⌋` splat, with `L` a multiple of
+ *   4 (parameters: the address of the first row read, `L`, the first element's place in its row).
+ */
+export type InputLayout = "s" | "c" | "p" | "r";
+
+/** Parameters each input layout takes (see {@link InputLayout}). */
+export const LAYOUT_PARAMS: Readonly<Record<InputLayout, number>> = { s: 1, c: 1, p: 3, r: 3 };
+
+/** Whether `k`'s inputs suit this path in these layouts (u8 inputs only as scalars). */
+function inputsFit(k: FusedKernel, layouts: readonly InputLayout[]): boolean {
+  return k.inputs.every((d, j) =>
+    WIDTHS.has(d) || d === "bool" || (layouts[j] === "s" && d === "u8")
+  );
 }
 
-type Kernel = (...args: number[]) => void;
-const kernels = new Map<string, Kernel | null>();
+/**
+ * A compiled kernel: `fn(...inputParams, ...immediateBits, ...outputAddresses, start, end)`
+ * over output elements `[start, end)` (multiples of 4; every parameter an i32), and its module
+ * bytes (for the worker pool).
+ */
+export interface WasmFused {
+  /** The exported function. */
+  readonly fn: (...args: number[]) => void;
+  /** The module's bytes. */
+  readonly bytes: Uint8Array;
+  /** Number of parameters `fn` takes. */
+  readonly arity: number;
+}
+
+const kernels = new Map<string, WasmFused | null>();
+/** Per kernel object (jit programs and eager ops reuse theirs): layouts key → kernel. */
+const byKernel = new WeakMap<FusedKernel, Map<string, WasmFused | null>>();
 
 const NAN_BITS = 0x7fc00000; // the f32 NaN that TypeScript's `NaN` stores as
 
 /**
- * Build the module for `k` with `scalar[i]` telling broadcast-scalar inputs. Parameters: one
- * pointer per array input, one f32 per scalar input, one f32 per immediate, one pointer per
- * output, then the number of 4-lane groups.
+ * Build the module for `k` with inputs read in `layouts`. Parameters (all i32): each input's
+ * (see {@link InputLayout}), each immediate's f32 bits, each output's address, then the first
+ * and the end element (multiples of 4).
  */
-function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uint8Array {
+function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean): Uint8Array {
   const params: number[] = [];
   const inParam: number[] = [];
   k.inputs.forEach((_, j) => {
     inParam[j] = params.length;
-    params.push(scalar[j] ? T.f32 : T.i32);
+    for (let q = 0; q < LAYOUT_PARAMS[layouts[j]]; q++) params.push(T.i32);
   });
-  const immParam = k.immediates.map(() => params.push(T.f32) - 1);
+  const immParam = k.immediates.map(() => params.push(T.i32) - 1);
   const outParam = k.outputs.map(() => params.push(T.i32) - 1);
-  const countParam = params.push(T.i32) - 1;
+  const startParam = params.push(T.i32) - 1;
+  const endParam = params.push(T.i32) - 1;
   // Locals: e (element index, step 4), end, one v128 per input, immediate and op.
   let next = params.length;
   const locals: number[] = [];
   const local = (t: number) => (locals.push(t), next++);
-  const iLocal = local(T.i32);
-  const endLocal = local(T.i32);
+  const iLocal = startParam;
+  const endLocal = endParam;
+  const flag = local(T.i32);
   const inVec = k.inputs.map(() => local(T.v128));
   const immVec = k.immediates.map(() => local(T.v128));
   const opVec = k.ops.map(() => local(T.v128));
+  // Ops whose value later ops read (an f16 op kept only for its store skips widening back).
+  const used = new Set<number>();
+  for (const op of k.ops) {
+    const xs = op.op === "unary" || op.op === "cast"
+      ? [op.x]
+      : op.op === "binary"
+      ? [op.a, op.b]
+      : [op.c, op.a, op.b];
+    for (const x of xs) if (x.kind === "op") used.add(x.index);
+  }
+  /** f16 bits (i32 lanes) of each op that rounds to f16, for its store. */
+  const opBits = new Map<number, number>();
   const zeroVec = local(T.v128);
   const nanVec = local(T.v128);
   const oneVec = local(T.v128);
   const tmp = local(T.v128);
   const s1 = local(T.v128), s2 = local(T.v128), s3 = local(T.v128);
   /** f32 lanes rounded to f16 (nearest even, as `roundTo`), back as f32 lanes. */
-  const roundF16 = (code: Code): Code => [code, I.set(s1), f16Lanes(s1, s2, s3), f16x4(s2, s3)];
   const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
   // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
   // bitselect(a, b, m) takes a where m is set, so NaN lanes take x, the others the rounded value.
@@ -175,14 +224,10 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     I.i32(0x3f800000), // 1.0f
     V.i32x4Splat,
     I.set(oneVec),
-    ...k.immediates.map((_, j) => [I.get(immParam[j]), V.f32x4Splat, I.set(immVec[j])]),
-    ...k.inputs.map((_, j) => scalar[j] ? [I.get(inParam[j]), V.f32x4Splat, I.set(inVec[j])] : []),
-    I.get(countParam),
-    I.i32(4),
-    I.mul,
-    I.set(endLocal),
-    I.i32(0),
-    I.set(iLocal),
+    ...k.immediates.map((_, j) => [I.get(immParam[j]), V.i32x4Splat, I.set(immVec[j])]),
+    ...k.inputs.map((_, j) =>
+      layouts[j] === "s" ? [I.get(inParam[j]), V.i32x4Splat, I.set(inVec[j])] : []
+    ),
   ];
   const body: Code[] = [];
   // Byte address of element e in a buffer of `bytes`-wide elements.
@@ -190,16 +235,48 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     ptr: number,
     bytes: number,
   ): Code => [I.get(ptr), I.get(iLocal), I.i32(Math.log2(bytes)), I.shl, I.add];
+  const log2 = (d: string) => d === "f32" ? 2 : d === "bf16" || d === "f16" ? 1 : 0;
+  /** Four lanes of `d` at the address `addr` leaves on the stack, as f32 lanes. */
+  const loadVec = (d: string, addr: Code): Code =>
+    d === "f32"
+      ? [addr, V.load()]
+      : d === "bf16"
+      ? [addr, V.load16x4u(), I.i32(16), V.i32x4Shl]
+      : d === "f16"
+      ? [addr, V.load16x4u(), f16x4(s1, s2)]
+      : [addr, B.load32Zero, B.extend8, B.extend16, B.toF32]; // bool bytes → 0.0/1.0 lanes
+  /** One element of `d` at `addr`, splat to four f32 lanes. */
+  const loadSplat = (d: string, addr: Code): Code =>
+    d === "f32"
+      ? [addr, V.load32Splat()]
+      : d === "bf16"
+      ? [addr, I.i32Load16u(), I.i32(16), I.shl, V.i32x4Splat]
+      : d === "f16"
+      ? [addr, I.i32Load16u(), V.i32x4Splat, f16x4(s1, s2)]
+      : [addr, B.load8u, V.i32x4Splat, B.toF32];
+  const advance: Code[] = [];
   k.inputs.forEach((d, j) => {
-    if (scalar[j]) return;
-    if (d === "f32") body.push(at(inParam[j], 4), V.load(), I.set(inVec[j]));
-    else if (d === "bf16") {
-      body.push(at(inParam[j], 2), V.load16x4u(), I.i32(16), V.i32x4Shl, I.set(inVec[j]));
-    } else if (d === "f16") {
-      body.push(at(inParam[j], 2), V.load16x4u(), f16x4(s1, s2), I.set(inVec[j]));
-    } else {
-      // bool bytes (0 or 1) → 0.0/1.0 lanes.
-      body.push(at(inParam[j], 1), B.load32Zero, B.extend8, B.extend16, B.toF32, I.set(inVec[j]));
+    const p = inParam[j];
+    switch (layouts[j]) {
+      case "s":
+        return;
+      case "c":
+        body.push(loadVec(d, at(p, 1 << log2(d))), I.set(inVec[j]));
+        return;
+      case "p": // base + off; off steps by one vector and wraps at the period's end
+        body.push(loadVec(d, [I.get(p), I.get(p + 2), I.add]), I.set(inVec[j]));
+        advance.push(
+          [I.get(p + 2), I.i32(4 << log2(d)), I.add, I.tee(p + 2), I.i32(0)],
+          [I.get(p + 2), I.get(p + 1), I.ltU, I.select, I.set(p + 2)],
+        );
+        return;
+      case "r": // the row's element, splat; the row moves on after L elements
+        body.push(loadSplat(d, I.get(p)), I.set(inVec[j]));
+        advance.push(
+          [I.get(p + 2), I.i32(4), I.add, I.tee(p + 2), I.get(p + 1), I.eq, I.tee(flag)],
+          [I.i32(log2(d)), I.shl, I.get(p), I.add, I.set(p)],
+          [I.i32(0), I.get(p + 2), I.get(flag), I.select, I.set(p + 2)],
+        );
     }
   });
   k.ops.forEach((op, i) => {
@@ -259,12 +336,15 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
     } else throw new Error("wasm fused: unsupported op");
     // An op's value rounds to its dtype (a cast from the same dtype, or a widening, is exact).
     const from = op.op === "cast" ? operandDtype(k, op.x) : "f32";
-    const rounded = op.dtype === "bf16" && from !== "bf16"
-      ? roundBf16(code)
-      : op.dtype === "f16" && from !== "f16"
-      ? roundF16(code)
-      : code;
-    body.push(rounded, I.set(opVec[i]));
+    if (op.dtype === "f16" && from !== "f16") {
+      // f16: the rounded bits once; the f32 value of them only where later ops read it.
+      const bits = local(T.v128);
+      opBits.set(i, bits);
+      body.push(code, I.set(s1), f16Lanes(s1, s2, s3), I.set(bits));
+      if (used.has(i)) body.push(I.get(bits), f16x4(s2, s3), I.set(opVec[i]));
+      return;
+    }
+    body.push(op.dtype === "bf16" && from !== "bf16" ? roundBf16(code) : code, I.set(opVec[i]));
   });
   k.outputs.forEach((o, j) => {
     const d = k.ops[o].dtype;
@@ -291,12 +371,12 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
       return;
     }
     if (d === "f16") {
-      // f16 storage: the (already f16-valued) lanes' f16 bits, 4 u16 in the low 8 bytes.
+      // f16 storage: the op's f16 bits (else those of its f16-valued lanes), 4 u16 in the low
+      // 8 bytes.
+      const bits = opBits.get(o);
       body.push(
         at(outParam[j], 2),
-        I.get(opVec[o]),
-        I.set(s1),
-        f16Lanes(s1, s2, s3),
+        bits !== undefined ? I.get(bits) : [I.get(opVec[o]), I.set(s1), f16Lanes(s1, s2, s3)],
         I.set(tmp),
         I.get(tmp),
         I.get(tmp),
@@ -328,6 +408,7 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
       I.geU,
       I.brIf(1),
       ...body,
+      ...advance,
       I.get(iLocal),
       I.i32(4),
       I.add,
@@ -343,31 +424,46 @@ function build(k: FusedKernel, scalar: readonly boolean[], shared: boolean): Uin
 }
 
 /**
- * The SIMD kernel for `k` (with these scalar inputs), or `undefined` when WebAssembly is off,
- * the heap is not shared (its limits differ), or `k` has an operation this path does not do.
+ * The SIMD kernel for `k` with inputs in `layouts`, or `undefined` when the heap is not shared
+ * (its limits differ), WebAssembly cannot compile, or `k` has an operation or an input this path
+ * does not do. The caller checks `wasmEnabled()`.
+ * Compiled once per kernel structure and layouts (and looked up by the kernel object first).
  */
 export function wasmFusedKernel(
   k: FusedKernel,
-  scalar: readonly boolean[],
-): Kernel | undefined {
-  if (!wasmEnabled() || !wasmFusible(k) || !inputsFit(k, scalar)) return undefined;
+  layouts: readonly InputLayout[],
+): WasmFused | undefined {
+  const lk = layouts.join("");
+  let mine = byKernel.get(k);
+  const hit = mine?.get(lk);
+  if (hit !== undefined) return hit ?? undefined;
+  const kernel = compile(k, layouts, lk);
+  if (!mine) byKernel.set(k, mine = new Map());
+  mine.set(lk, kernel);
+  return kernel ?? undefined;
+}
+
+function compile(k: FusedKernel, layouts: readonly InputLayout[], lk: string): WasmFused | null {
+  if (!wasmFusible(k) || !inputsFit(k, layouts)) return null;
   const memory = heapMemory();
   const shared = typeof SharedArrayBuffer === "function" &&
     memory.buffer instanceof SharedArrayBuffer;
-  if (!shared) return undefined;
-  const key = `${fusedKey(k)}|${scalar.map((s) => (s ? 1 : 0)).join("")}`;
+  if (!shared) return null;
+  const key = `${fusedKey(k)}|${lk}`;
   let kernel = kernels.get(key);
   if (kernel === undefined) {
     try {
-      const bytes = build(k, scalar, shared);
+      const bytes = build(k, layouts, shared);
       const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
         e: { m: memory },
       });
-      kernel = inst.exports.k as Kernel;
+      const arity = layouts.reduce((a, l) => a + LAYOUT_PARAMS[l], 0) + k.immediates.length +
+        k.outputs.length + 2;
+      kernel = { fn: inst.exports.k as WasmFused["fn"], bytes, arity };
     } catch {
       kernel = null; // e.g. a page whose CSP forbids compiling WebAssembly
     }
     kernels.set(key, kernel);
   }
-  return kernel ?? undefined;
+  return kernel;
 }

@@ -89,6 +89,17 @@ function freshPool(s: State): Pool {
 }
 
 /**
+ * The CPU worker pool (shared by matmuls and the fused elementwise kernels), fresh for the
+ * heap's current size (see `freshPool`), or `undefined` when WebAssembly is off or no matmul
+ * has started it yet (it holds packing buffers on the heap: elementwise work alone does not
+ * allocate them).
+ */
+export function cpuPool(): Pool | undefined {
+  if (!state || !wasmEnabled()) return undefined;
+  return freshPool(state);
+}
+
+/**
  * Set the CPU thread count (the caller's thread included; default `NBIT_THREADS` or
  * `navigator.hardwareConcurrency`, at most 8). The current pool is closed; the next matmul starts
  * a new one. Results do not depend on it.
