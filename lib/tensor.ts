@@ -37,6 +37,9 @@ interface DataRef {
 /** A nested array of numbers or booleans, as accepted by {@linkcode tensor}. */
 export type NestedArray = number | boolean | readonly NestedArray[];
 
+/** Set by `Tensor`'s static block: detaches a sole-holder tensor's buffer (see `takeBuffer`). */
+let takeRef: (t: Tensor) => DataRef | undefined;
+
 /**
  * An immutable n-dimensional array on a device. Create tensors with {@linkcode tensor},
  * {@linkcode zeros}, {@linkcode ones}, {@linkcode full} or {@linkcode arange}; compute with the
@@ -142,6 +145,15 @@ export class Tensor {
     return build(0, 0);
   }
 
+  static {
+    takeRef = (t) => {
+      const ref = t.#ref;
+      if (!ref || ref.refs !== 1) return undefined;
+      t.#ref = undefined;
+      return ref;
+    };
+  }
+
   /** Drop this tensor's reference to its buffer (idempotent). */
   dispose(): void {
     const ref = this.#ref;
@@ -169,6 +181,23 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.dtype}[${this.shape}] on ${this.#ref?.backend.name ?? "disposed"})`;
   }
+}
+
+/**
+ * @internal Take the buffer away from `t` when `t` is its only holder (jit's donation): `t` is
+ * retired (a later use fails with `why`) and the buffer leaves the memory accounting without
+ * being freed; the caller owns the returned handle. Returns `undefined`, changing nothing, when
+ * another tensor shares the buffer (or `t` is disposed).
+ */
+export function takeBuffer(t: Tensor, why: string): Handle | undefined {
+  const ref = takeRef(t);
+  if (!ref) return undefined;
+  retiredWhy.set(t, why);
+  live.tensors--;
+  tensorsByDevice.set(ref.backend.name, (tensorsByDevice.get(ref.backend.name) ?? 1) - 1);
+  ref.refs = 0;
+  account(ref, -1);
+  return ref.h;
 }
 
 /** Why a tensor was retired (see {@linkcode retire}), for the error a later use gives. */

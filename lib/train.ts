@@ -271,6 +271,9 @@ export interface FitOptions {
  *   started (an array of prepared batches, a dataset the epoch function slices) stay the
  *   caller's, and so does a tensor the epoch function or iterator passes to `keep(...)`.
  * - The returned state is the caller's to free.
+ * - A jitted step (the default) is called with the tensors of the state it replaces donated
+ *   (`donating`, see `jit`) when `fit` would free them anyway: the new state takes their
+ *   buffers. The caller's state, the last metrics and the batch are never donated.
  *
  * @example
  * ```ts
@@ -288,7 +291,7 @@ export async function fit<B>(
 ): Promise<{ state: TrainState; history: LogEntry[] }> {
   const epochs = opts.epochs ?? 1;
   const logEvery = opts.logEvery ?? 100;
-  const run = opts.jit === false ? step : jitStep(step);
+  const jitted = opts.jit === false ? undefined : jitStep(step);
   const history: LogEntry[] = [];
   const callers = leaves(state);
   let current = state;
@@ -322,6 +325,10 @@ export async function fit<B>(
   };
   for (epoch = 0; epoch < epochs; epoch++) {
     for (const [batch, made] of pullBatches(batches, epoch, () => [callers, current, last])) {
+      // A jitted step gets the state it replaces donated (its buffers take the new state):
+      // every tensor of it that fit would free after the step, i.e. not the caller's, not in
+      // the last metrics and not in the batch.
+      const run = jitted ? jitted.donating(donatable(current, [callers, last, batch])) : step;
       const [next, metrics] = run(current, batch);
       const acc = tidy(() => ({
         loss: lossSum ? add(lossSum, metrics.loss) : add(metrics.loss, 0),
@@ -343,6 +350,12 @@ export async function fit<B>(
   epoch = Math.max(0, epoch - 1);
   await flush();
   return { state: current, history };
+}
+
+/** The tensors of `state` that none of `holders` holds (what `fit` may donate). */
+function donatable(state: unknown, holders: unknown[]): Tensor[] {
+  const held = new Set(leaves(holders));
+  return leaves(state).filter((t) => !held.has(t));
 }
 
 /** Dispose the tensors of `old` that none of `holders` holds. */

@@ -225,22 +225,41 @@ export interface Backend {
    * pipelines, bind groups and uniforms built once; one submit per replay). The backend copies
    * `inputs` into buffers the recording owns and passes those to `body`; buffers made inside
    * `body` belong to the recording (a `free` there makes a buffer reusable by later kernels of
-   * the same recording); `body` returns the output buffers, and `record` returns fresh copies
-   * of them (owned by the caller) with the recording. `replay` does the same with new inputs of
-   * the same dtypes and sizes.
+   * the same recording); `body` returns the output buffers, and `record` returns the first run's
+   * outputs (owned by the caller) with the recording. `body` gets one stand-in per key of
+   * `opts.keys`: a kernel drawing from a stand-in reads its key from the replay's keys (plain
+   * data, like the inputs), so a program that draws random numbers is recorded too. The first
+   * run is `replay(inputs, opts)`.
    */
   record?(
     inputs: readonly Arg[],
-    body: (inputs: readonly Handle[]) => readonly Handle[],
+    body: (inputs: readonly Handle[], keys: readonly Key[]) => readonly Handle[],
+    opts?: ReplayOptions,
   ): { readonly outputs: Handle[]; readonly recording: Recording };
   /** Set on `jit`'s tracing devices only: they record kernel calls instead of running them. */
   readonly tracing?: boolean;
 }
 
+/** Per-call data of a {@linkcode Recording}'s replay (and of the first run, in `record`). */
+export interface ReplayOptions {
+  /** This call's random keys, in the order of `record`'s stand-ins (as many). */
+  readonly keys?: readonly Key[];
+  /**
+   * Per input: the caller gives up that input's buffer (donation). The recording then owns it:
+   * it reads the input there (no copy in) and keeps the buffer for a later replay's output of
+   * the same size, handing this call's output over in the buffer it was written to (no copy
+   * out); or it frees it. The caller must not free or read a donated buffer again.
+   */
+  readonly donated?: readonly boolean[];
+}
+
 /** A recorded sequence of kernels (see `Backend.record`). */
 export interface Recording {
-  /** Run the recorded kernels on new inputs; returns fresh output buffers (caller-owned). */
-  replay(inputs: readonly Arg[]): Handle[];
+  /**
+   * Run the recorded kernels on new inputs (same dtypes and sizes) and keys; returns output
+   * buffers the caller owns (fresh, or a donated input's partner: see `ReplayOptions.donated`).
+   */
+  replay(inputs: readonly Arg[], opts?: ReplayOptions): Handle[];
   /** Free every buffer the recording owns. */
   dispose(): void;
 }

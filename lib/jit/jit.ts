@@ -8,11 +8,19 @@
  * values of the other leaves (numbers, strings, booleans: static, like JAX's static
  * arguments). Random keys in the arguments are inputs: a new key does not retrace.
  *
+ * Donation (JAX's `donate_argnums`): tensors given up by the caller, with the `donate` option
+ * (argument positions, every call) or `f.donating(tensors)` (one call). The program then frees
+ * or reuses a donated tensor's buffer, so the new state takes the old one's memory (and, when
+ * recorded on WebGPU, no copy in or out); each donated tensor is retired, and using it again
+ * is an error that says it was donated. A donated tensor whose buffer another tensor shares
+ * (a reshape of it, or the same tensor passed twice) is still retired, but its buffer is left
+ * alone; one the function returns unchanged comes back as a new tensor on the same buffer.
+ *
  * @module
  */
 import type { Backend, Handle } from "../backend/backend.ts";
 import { isKey, type Key } from "../prng.ts";
-import { created, fromHandle, retire, shareBuffer, Tensor, tidy } from "../tensor.ts";
+import { created, fromHandle, retire, shareBuffer, takeBuffer, Tensor, tidy } from "../tensor.ts";
 import { compile, type CompileOptions, type Program, type ProgramStats } from "./program.ts";
 import { isTracing, recorder, traceBackend, type TraceHandle } from "./trace.ts";
 
@@ -24,6 +32,11 @@ export interface JitOptions extends CompileOptions {
    * the trace saw. `evaluate` uses this for a metric function that closes over the params.
    */
   readonly captureInputs?: boolean;
+  /**
+   * Argument positions whose tensors are donated on every call (JAX's `donate_argnums`; for a
+   * Step, `[0]` donates the state): see the module doc. Default: none.
+   */
+  readonly donate?: readonly number[];
 }
 
 /** What a jitted function adds: its cache, for tests and benchmarks. */
@@ -36,7 +49,23 @@ export interface Jitted {
   readonly lastStats: ProgramStats | undefined;
   /** Free every compiled program's constants (and captured tensors); empty the cache. */
   clear(): void;
+  /**
+   * The same jitted function, donating `tensors` (leaves of the arguments the caller gives up)
+   * on the calls made through it, in addition to the `donate` option's. Each donated tensor is
+   * retired by the call.
+   *
+   * @example
+   * ```ts
+   * const [next] = step.donating(tree.leaves(state))(state, batch); // state is gone now
+   * ```
+   */
+  donating(tensors: Iterable<Tensor>): this;
 }
+
+/** The message a donated tensor gives when it is used after the call. */
+export const DONATED = "jit: this tensor was donated to a jitted call (the donate option, " +
+  "donating(...), or fit, which donates the states it replaces): its buffer now belongs to " +
+  "that call's results. Use the tensors the call returned, or do not donate a tensor you use again";
 
 interface Flat {
   tensors: Tensor[];
@@ -238,7 +267,7 @@ export function jitFunction<F extends (...args: never[]) => unknown>(
   const cache = new Map<string, Compiled>();
   let traces = 0;
   let last: Compiled | undefined;
-  const call = (...args: unknown[]): unknown => {
+  const call = (donate: ReadonlySet<Tensor>, args: unknown[]): unknown => {
     const flat = flatten(args);
     const device = deviceOf(flat.tensors);
     // Inside another trace (nested jit) or with no tensors at all: run the function as is.
@@ -252,14 +281,25 @@ export function jitFunction<F extends (...args: never[]) => unknown>(
     }
     last = c;
     const all = [...flat.tensors, ...c.captured];
-    const handles = c.program.run(all.map((t) => t.handle), flat.keys);
+    const given = donatedOf(opts.donate ?? [], args, donate);
+    const passthrough = c.program.passthrough;
+    const handles0 = all.map((t) => t.handle);
+    // A donated buffer the program may take: its tensor is its only holder, is passed once,
+    // and is not returned unchanged.
+    const holders = new Map<unknown, number>();
+    for (const t of all) holders.set(t.ref, (holders.get(t.ref) ?? 0) + 1);
+    const donated = flat.tensors.map((t, i) =>
+      given.has(t) && holders.get(t.ref) === 1 && !passthrough.includes(i) &&
+      takeBuffer(t, DONATED) !== undefined
+    );
+    const handles = c.program.run(handles0, flat.keys, donated);
     const { shapes, dtypes } = c.template;
     const seen = new Map<Handle, Tensor>();
     const outs = handles.map((h, i) => {
-      const p = c!.program.passthrough[i];
+      const p = passthrough[i];
       if (p >= 0) {
         const x = all[p];
-        return x.shape.join() === shapes[i].join() ? x : shareBuffer(x, shapes[i]);
+        return x.shape.join() === shapes[i].join() && !given.has(x) ? x : shareBuffer(x, shapes[i]);
       }
       const prev = seen.get(h);
       if (prev) return shareBuffer(prev, shapes[i]);
@@ -267,20 +307,41 @@ export function jitFunction<F extends (...args: never[]) => unknown>(
       seen.set(h, t);
       return t;
     });
+    // Donated tensors whose buffer was shared are retired too (the buffer stays for the others).
+    for (const t of flat.tensors) if (given.has(t) && !t.disposed) retire(t, DONATED);
     return fill(c.template.tree, outs);
   };
-  return Object.defineProperties(call, {
-    cacheSize: { get: () => cache.size },
-    traces: { get: () => traces },
-    lastStats: { get: () => last?.program.stats },
-    clear: {
-      value: () => {
-        for (const c of cache.values()) {
-          c.program.dispose();
-          for (const t of c.captured) t.dispose();
-        }
-        cache.clear();
+  const make = (donate: ReadonlySet<Tensor>): F & Jitted =>
+    Object.defineProperties((...args: unknown[]) => call(donate, args), {
+      cacheSize: { get: () => cache.size },
+      traces: { get: () => traces },
+      lastStats: { get: () => last?.program.stats },
+      clear: {
+        value: () => {
+          for (const c of cache.values()) {
+            c.program.dispose();
+            for (const t of c.captured) t.dispose();
+          }
+          cache.clear();
+        },
       },
-    },
-  }) as unknown as F & Jitted;
+      donating: { value: (ts: Iterable<Tensor>) => make(new Set([...donate, ...ts])) },
+    }) as unknown as F & Jitted;
+  return make(new Set());
+}
+
+/** The argument tensors donated on this call: those at `positions` and those in `extra`. */
+function donatedOf(
+  positions: readonly number[],
+  args: readonly unknown[],
+  extra: ReadonlySet<Tensor>,
+): Set<Tensor> {
+  const out = new Set<Tensor>(extra);
+  const walk = (x: unknown): void => {
+    if (x instanceof Tensor) out.add(x);
+    else if (Array.isArray(x)) x.forEach(walk);
+    else if (x !== null && typeof x === "object" && !isKey(x)) Object.values(x).forEach(walk);
+  };
+  for (const p of positions) walk(args[p]);
+  return out;
 }

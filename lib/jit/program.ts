@@ -3,6 +3,12 @@
  * can), and a memory plan from liveness (each intermediate buffer is freed right after its last
  * reader, so the device's pool reuses it for the next one, step after step).
  *
+ * Donated arguments (see `Program.run`) are the program's to free: run kernel by kernel, each
+ * is freed right after its last reader, so a new state of the same size reuses the old one's
+ * memory; recorded (WebGPU), the recording trades buffers with them (see `Backend.record`).
+ * Random keys are per-call data: a recorded program reads them from a small key buffer, so a
+ * step that draws random numbers (dropout) is recorded and replayed like any other.
+ *
  * @module
  */
 import type { Arg, Backend, Handle, Recording, View } from "../backend/backend.ts";
@@ -31,8 +37,13 @@ export interface ProgramStats {
 
 /** A program compiled for one device. */
 export interface Program {
-  /** Run on argument buffers and keys; returns one new buffer per output (see `aliases`). */
-  run(args: readonly Handle[], keys: readonly Key[]): Handle[];
+  /**
+   * Run on argument buffers and keys; returns one new buffer per output (see `passthrough`).
+   * `donated[i]` gives argument `i`'s buffer to the program, which frees or reuses it: the
+   * caller must not free it, and must not donate a buffer passed twice or an argument that
+   * `passthrough` returns.
+   */
+  run(args: readonly Handle[], keys: readonly Key[], donated?: readonly boolean[]): Handle[];
   /**
    * For each output, `-1` when `run` made a new buffer for it, else the argument index it is
    * (an output that is an input unchanged is returned as that very tensor).
@@ -175,6 +186,12 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     }
   });
 
+  // A donated input is freed after the last step that reads it (at once when none does).
+  const inputFrees: number[][] = [[], ...steps.map(() => [])];
+  for (const [id] of nodes.flatMap((n, id) => n.op === "input" ? [[id]] : [])) {
+    if (!isOutput.has(id)) inputFrees[(lastRead.get(id) ?? -1) + 1].push(id);
+  }
+
   const passthrough = s.outputs.map((o) =>
     nodes[o].op === "input" ? (nodes[o] as { index: number }).index : -1
   );
@@ -209,10 +226,20 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
 
   // Outputs that per-call work computes (the others are arguments or constants).
   const computed = s.outputs.flatMap((o, i) => passthrough[i] < 0 && !constant[o] ? [o] : []);
-  const runSteps = (inputs: readonly Handle[], keys: readonly Key[]): Handle[] => {
+  const runSteps = (
+    inputs: readonly Handle[],
+    keys: readonly Key[],
+    donated?: ReadonlySet<number>,
+  ): Handle[] => {
     const env = new Map<number, Handle>(consts);
     inputIds.forEach(([id], j) => env.set(id, inputs[j]));
     const get = (id: number) => env.get(id)!;
+    const freeInputs = (k: number) => {
+      for (const id of inputFrees[k]) {
+        if (donated?.has(id)) b.free(env.get(id)!, nodes[id].dtype, nodes[id].size);
+      }
+    };
+    freeInputs(0);
     steps.forEach((st, k) => {
       if (st.kind === "node") env.set(st.id, exec(b, nodes, nodes[st.id], get, keys));
       else {
@@ -220,23 +247,40 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
         st.outputs.forEach((o, i) => env.set(o, hs[i]));
       }
       for (const id of frees[k]) b.free(env.get(id)!, nodes[id].dtype, nodes[id].size);
+      freeInputs(k + 1);
     });
     return computed.map(get);
   };
-  // Random nodes read their key from the call's arguments, so they are not recorded.
-  const recordable = typeof b.record === "function" && (opts.record ?? true) &&
-    !nodes.some((n) => n.op === "random");
+  const recordable = typeof b.record === "function" && (opts.record ?? true);
   let recording: Recording | undefined;
-  const run = (args: readonly Handle[], keys: readonly Key[]): Handle[] => {
+  const used = new Set(inputIds.map(([, index]) => index));
+  const argInfo = new Map<number, Node>();
+  for (const n of g.nodes) if (n.op === "input") argInfo.set(n.index, n);
+  const run = (
+    args: readonly Handle[],
+    keys: readonly Key[],
+    donated?: readonly boolean[],
+  ): Handle[] => {
     const inputs = inputIds.map(([id, index]) => arg(nodes[id], args[index]));
+    const given = inputIds.map(([, index]) => donated?.[index] === true);
     let outs: Handle[];
-    if (!recordable) outs = runSteps(inputs.map((a) => a.h), keys);
-    else if (recording) outs = recording.replay(inputs);
+    if (!recordable) {
+      const ids = new Set(inputIds.flatMap(([id], j) => given[j] ? [id] : []));
+      outs = runSteps(inputs.map((a) => a.h), keys, ids);
+    } else if (recording) outs = recording.replay(inputs, { keys, donated: given });
     else {
-      const r = b.record!(inputs, (owned) => runSteps(owned, keys));
+      const r = b.record!(inputs, (owned, standIns) => runSteps(owned, standIns), {
+        keys,
+        donated: given,
+      });
       recording = r.recording;
       outs = r.outputs;
     }
+    // A donated argument that no kernel reads (dropped as dead code) is simply freed.
+    donated?.forEach((d, i) => {
+      const n = argInfo.get(i);
+      if (d && !used.has(i) && n) b.free(args[i], n.dtype, n.size);
+    });
     let next = 0;
     return s.outputs.map((o, i) => {
       if (passthrough[i] >= 0) return args[passthrough[i]];

@@ -2,11 +2,14 @@
  * `jit` for train steps: a jitted {@linkcode Step} is a Step again (same `init`, same parts), so
  * it composes with `pipe`, `fit` and every plugin. The host-side step counter stays outside the
  * compiled program (it would otherwise be a new static value, and a new trace, every call).
+ * `jit(step, { donate: [0] })` donates the state on every call, `step.donating(tensors)` on the
+ * calls made through it (what `fit` does with the states it replaces).
  *
  * @module
  */
 import type { Metrics, Step, TrainState } from "../train.ts";
 import { runParts } from "../train.ts";
+import type { Tensor } from "../tensor.ts";
 import { jitFunction, type JitOptions, type Jitted } from "./jit.ts";
 
 const JITTED = Symbol("nbit.jitted");
@@ -54,16 +57,20 @@ export function jitStep<B>(step: Step<B>, opts: JitOptions = {}): JittedStep<B> 
     },
     opts,
   );
-  const fn = (state: TrainState, batch: B): [TrainState, Metrics] => {
-    const { step: counter, ...rest } = state;
-    const [next, metrics] = inner(rest, batch);
-    return [{ ...next, step: counter + 1 } as TrainState, metrics];
+  const wrap = (f: typeof inner): JittedStep<B> => {
+    const fn = (state: TrainState, batch: B): [TrainState, Metrics] => {
+      const { step: counter, ...rest } = state;
+      const [next, metrics] = f(rest, batch);
+      return [{ ...next, step: counter + 1 } as TrainState, metrics];
+    };
+    return Object.defineProperties(Object.assign(fn, { init: step.init, parts: step.parts }), {
+      [JITTED]: { value: true },
+      cacheSize: { get: () => inner.cacheSize },
+      traces: { get: () => inner.traces },
+      lastStats: { get: () => inner.lastStats },
+      clear: { value: () => inner.clear() },
+      donating: { value: (ts: Iterable<Tensor>) => wrap(f.donating(ts)) },
+    }) as JittedStep<B>;
   };
-  return Object.defineProperties(Object.assign(fn, { init: step.init, parts: step.parts }), {
-    [JITTED]: { value: true },
-    cacheSize: { get: () => inner.cacheSize },
-    traces: { get: () => inner.traces },
-    lastStats: { get: () => inner.lastStats },
-    clear: { value: () => inner.clear() },
-  }) as JittedStep<B>;
+  return wrap(inner);
 }

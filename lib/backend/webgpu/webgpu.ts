@@ -277,6 +277,6 @@ function makeBackend(
       dequantize(ctx, codes, absmax, map, bs, outDtype),
     fused: (k: FusedKernel, inputs: readonly View[]) => runFused(ctx, k, inputs, opaque),
     maxFusedBuffers,
-    record: (inputs, body) => record(ctx, inputs, body),
+    record: (inputs, body, opts) => record(ctx, inputs, body, opts),
   };
 }
