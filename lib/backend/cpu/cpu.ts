@@ -513,7 +513,7 @@ export const cpu: Backend = guardKernels({
   },
   quantize(x, absmax, map, blockSize, signGuard) {
     const h = newBuffer("u8", x.size);
-    const scratchBlock = newBuffer("f32", 2 * (blockSize + 4));
+    const scratchBlock = newBuffer("f32", blockSize + 4);
     const simd = wasmQuantize(
       { ptr: live(x.h).ptr, dtype: x.dtype },
       live(absmax.h).ptr,

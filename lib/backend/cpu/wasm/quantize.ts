@@ -48,6 +48,9 @@ const X = {
   fGt: simd(0x44),
   iLtS: simd(0x39),
   extract: (lane: number): Code => simd(0x1f, lane),
+  iExtract: (lane: number): Code => simd(0x1b, lane),
+  replace: (lane: number): Code => simd(0x20, lane),
+  i32Store: (o = 0): Code => [0x36, 0, uleb(o)],
   /** `v128.store64_lane` lane 0: the low 8 bytes. */
   store64: [0xfd, 0x5b, 3, 0, 0] as Code,
 } as const;
@@ -140,8 +143,10 @@ interface QLocals {
   readonly end4: number;
   readonly c: number;
   readonly y: number;
-  readonly x: number;
+  readonly word: number;
   readonly live: number;
+  readonly vb: number;
+  readonly vs: number;
   readonly vy: number;
   readonly va: number;
   readonly one: number;
@@ -155,8 +160,10 @@ function qLocals(f: Fn): QLocals {
     end4: f.local(T.i32),
     c: f.local(T.i32),
     y: f.local(T.f32),
-    x: f.local(T.f32),
+    word: f.local(T.i32),
     live: f.local(T.v128),
+    vb: f.local(T.v128),
+    vs: f.local(T.v128),
     vy: f.local(T.v128),
     va: f.local(T.v128),
     one: f.local(T.v128),
@@ -174,29 +181,26 @@ const qInit = (q: QLocals): Code => [
 ];
 
 /**
- * Codes of one block: f32 values at `src` (pointer local, `len` of them), block absmax in the
- * f32 local `a`, tables at `tbl`, codes to `out + from`, `ys` a scratch of ≥ end4 floats.
+ * Codes of one block: f32 values at `src` (pointer local, `len` of them, read up to `end4`),
+ * block absmax in the f32 local `a`, tables at `tbl`, codes to `out + from` (whole words: up to
+ * 3 bytes past the block, which only the last block of a buffer has, inside its heap block).
  */
 function quantizeBlock(
   q: QLocals,
   src: number,
   a: number,
   tbl: number,
-  ys: number,
   out: number,
   from: number,
   steps: number,
   guard: boolean,
 ): Code {
-  const { i, c, y, x } = q;
+  const { i, c, y } = q;
   const zero = [I.i32(0), V.i32x4Splat];
+  const srcAt: Code = [I.get(src), I.get(i), I.i32(2), I.shl, I.add];
   // y = clamp(x / a, −1, 1); 0 for a dead block (a not > 0) or a NaN ratio.
   const ratio: Code = [
-    I.get(src),
-    I.get(i),
-    I.i32(2),
-    I.shl,
-    I.add,
+    srcAt,
     V.load(),
     I.get(q.va),
     X.fDiv,
@@ -215,11 +219,6 @@ function quantizeBlock(
     X.fLt,
     V.bitselect,
     I.set(q.vy),
-    I.get(ys),
-    I.get(i),
-    I.i32(2),
-    I.shl,
-    I.add,
     zero,
     I.get(q.vy),
     I.get(q.vy),
@@ -228,8 +227,32 @@ function quantizeBlock(
     V.bitselect,
     I.get(q.live),
     V.and,
-    V.store(),
+    I.tee(q.vy),
+    // the table bucket of each lane: its top 16 bits
+    I.i32(16),
+    V.i32x4ShrU,
+    I.set(q.vb),
   ];
+  // The sign guard's index bits, (x > 0) << 8 | (x < 0) << 9, per lane.
+  const signs: Code = guard
+    ? [
+      srcAt,
+      V.load(),
+      I.set(q.vs),
+      I.get(q.vs),
+      zero,
+      X.fGt,
+      splat(256),
+      V.and,
+      I.get(q.vs),
+      zero,
+      X.fLt,
+      splat(512),
+      V.and,
+      V.or,
+      I.set(q.vs),
+    ]
+    : [];
   const step: Code = [
     I.get(c),
     I.get(c),
@@ -260,59 +283,26 @@ function quantizeBlock(
     I.set(c),
     I.br(0),
   ));
-  const guardCode: Code = guard
-    ? [
-      I.get(src),
-      I.get(i),
-      I.i32(2),
-      I.shl,
-      I.add,
-      I.f32Load(),
-      I.set(x),
-      I.get(tbl),
-      I.get(c),
-      I.get(x),
-      I.f32(0),
-      X.f32Gt,
-      I.i32(8),
-      I.shl,
-      I.or,
-      I.get(x),
-      I.f32(0),
-      X.f32Lt,
-      I.i32(9),
-      I.shl,
-      I.or,
-      I.add,
-      X.load8u(GUARD),
-      I.set(c),
-    ]
-    : [];
-  const code: Code = [
-    I.get(ys),
-    I.get(i),
-    I.i32(2),
-    I.shl,
-    I.add,
-    I.f32Load(),
+  const lane = (l: number): Code => [
+    I.get(q.vy),
+    X.extract(l),
     I.set(y),
     I.get(tbl),
-    I.get(y),
-    I.f32Bits,
-    I.i32(16),
-    I.shrU,
+    I.get(q.vb),
+    X.iExtract(l),
     I.add,
     X.load8u(START),
     I.set(c),
     search,
-    guardCode,
-    I.get(out),
-    I.get(from),
-    I.add,
-    I.get(i),
-    I.add,
+    guard
+      ? [I.get(tbl), I.get(c), I.get(q.vs), X.iExtract(l), I.or, I.add, X.load8u(GUARD), I.set(c)]
+      : [],
+    I.get(q.word),
     I.get(c),
-    X.store8(),
+    I.i32(8 * l),
+    I.shl,
+    I.or,
+    I.set(q.word),
   ];
   return [
     // live = a > 0 as an all-ones (or zero) mask; va = splat(a).
@@ -325,8 +315,23 @@ function quantizeBlock(
     I.set(q.live),
     fsplat(a),
     I.set(q.va),
-    loop(i, q.end4, 4, ratio),
-    loop(i, q.len, 1, code),
+    loop(i, q.end4, 4, [
+      ratio,
+      signs,
+      I.i32(0),
+      I.set(q.word),
+      lane(0),
+      lane(1),
+      lane(2),
+      lane(3),
+      I.get(out),
+      I.get(from),
+      I.add,
+      I.get(i),
+      I.add,
+      I.get(q.word),
+      X.i32Store(),
+    ]),
   ];
 }
 
@@ -372,10 +377,10 @@ function blocks(q: QLocals, from: number, b: number, n: number, bs: number, body
   ];
 }
 
-/** `quantize(x, absmax, tbl, n, bs, out, ys, wide)` for x of `kind`. */
+/** `quantize(x, absmax, tbl, n, bs, out, wide)` for x of `kind`. */
 function quantizeFn(kind: Kind, steps: number, guard: boolean): Uint8Array {
   const f = new Fn();
-  const [x, am, tbl, n, bs, out, ys, wide] = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.param(T.i32));
+  const [x, am, tbl, n, bs, out, wide] = [0, 1, 2, 3, 4, 5, 6].map(() => f.param(T.i32));
   const q = qLocals(f);
   const from = f.local(T.i32), b = f.local(T.i32), src = f.local(T.i32), a = f.local(T.f32);
   const s1 = f.local(T.v128), s2 = f.local(T.v128);
@@ -405,7 +410,7 @@ function quantizeFn(kind: Kind, steps: number, guard: boolean): Uint8Array {
     I.add,
     I.f32Load(),
     I.set(a),
-    quantizeBlock(q, src, a, tbl, ys, out, from, steps, guard),
+    quantizeBlock(q, src, a, tbl, out, from, steps, guard),
   ]);
   return wasmModule(
     [{ name: "k", params: f.params, locals: f.locals, body: [qInit(q), body] }],
@@ -463,8 +468,8 @@ interface UpdateSpec {
 
 /**
  * The fused update. adam parameters: `p, g, c0, a0, t0, c1, a1, t1, n, bs, outP, outC0, outA0,
- * outC1, outA1, s0, s1, ys` (i32) then `stepSize, epsHat, decay, b1, omb1, b2, omb2, l2` (f32);
- * sgd: `p, g, c0, a0, t0, n, bs, outP, outC0, outA0, s0, ys` then `rate, momentum, l2`.
+ * outC1, outA1, s0, s1` (i32) then `stepSize, epsHat, decay, b1, omb1, b2, omb2, l2` (f32);
+ * sgd: `p, g, c0, a0, t0, n, bs, outP, outC0, outA0, s0` then `rate, momentum, l2`.
  */
 function updateFn(spec: UpdateSpec): Uint8Array {
   const f = new Fn();
@@ -479,7 +484,6 @@ function updateFn(spec: UpdateSpec): Uint8Array {
   for (let j = 0; j < k; j++) outC.push(f.param(T.i32)), outA.push(f.param(T.i32));
   const sc: number[] = [];
   for (let j = 0; j < k; j++) sc.push(f.param(T.i32));
-  const ys = f.param(T.i32);
   const names = spec.kind === "adam"
     ? ["stepSize", "epsHat", "decay", "b1", "omb1", "b2", "omb2", "l2"]
     : ["rate", "momentum", "l2"];
@@ -689,7 +693,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.add,
       I.get(a[j]),
       I.f32Store(),
-      quantizeBlock(q, sc[j], a[j], tbl[j], ys, outC[j], from, spec.steps[j], true),
+      quantizeBlock(q, sc[j], a[j], tbl[j], outC[j], from, spec.steps[j], true),
     );
   }
   const body = blocks(q, from, b, n, bs, [
@@ -770,7 +774,7 @@ export interface HeapArg {
 
 /**
  * `Backend.quantize` in WebAssembly for f32, bf16 and f16 `x`: writes `n` codes at `out`;
- * `scratch` is a heap block of at least 2·(blockSize + 4) f32. Returns false (and does
+ * `scratch` is a heap block of at least blockSize + 4 f32. Returns false (and does
  * nothing) where this path does not apply; then the TypeScript kernel runs.
  */
 export function wasmQuantize(
@@ -791,7 +795,7 @@ export function wasmQuantize(
     () => quantizeFn(kind, t.steps, signGuard),
   );
   if (!k) return false;
-  k(x.ptr, absmax, t.ptr, n, blockSize, out, scratch, scratch + 4 * (blockSize + 4));
+  k(x.ptr, absmax, t.ptr, n, blockSize, out, scratch);
   return true;
 }
 
@@ -812,9 +816,9 @@ export function wasmDequantize(
   return true;
 }
 
-/** Bytes of scratch the fused update needs (moment blocks and the ratios). */
+/** Bytes of scratch the fused update needs (a block of each moment). */
 export function updateScratchBytes(u: Blockwise8bitUpdate): number {
-  return (u.kind === "adam" ? 3 : 2) * 4 * (u.blockSize + 4);
+  return (u.kind === "adam" ? 2 : 1) * 4 * (u.blockSize + 4);
 }
 
 /**
@@ -863,7 +867,6 @@ export function wasmBlockwise8bitUpdate(
       ...outs,
       scratch,
       scratch + stride,
-      scratch + 2 * stride,
       stepSize,
       epsHat,
       decay,
@@ -886,7 +889,6 @@ export function wasmBlockwise8bitUpdate(
       u.blockSize,
       ...outs,
       scratch,
-      scratch + stride,
       rate,
       f(u.b1),
       f(u.l2),
