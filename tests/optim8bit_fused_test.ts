@@ -11,6 +11,9 @@ import { adam8bit, adamw8bit, sgd8bit } from "../lib/optim/optim8bit.ts";
 import type { Optimizer } from "../lib/optim/types.ts";
 import { dispose, memory, type Tensor, tensor, tidy } from "../lib/tensor.ts";
 import { mul } from "../lib/ops/elementwise.ts";
+import { sum } from "../lib/ops/reduce.ts";
+import { pipe, trainStep } from "../lib/train.ts";
+import { gradScale } from "../plugins/grad_scale.ts";
 import type { DType } from "../lib/dtype.ts";
 import { jit } from "../lib/jit/mod.ts";
 import { assertSameBits, bitsOf } from "./same_bits.ts";
@@ -143,4 +146,44 @@ Deno.test("8-bit fused update: one kernel per tensor under jit; none with fused:
     dispose(state);
   }
   dispose([params, grads]);
+});
+
+Deno.test("8-bit fused update under gradScale: skipped and applied steps match the composed ops, eager and jit", async () => {
+  type Batch = { gw: Tensor };
+  type Params = { w: Tensor };
+  const loss = (p: Params, x: Batch) => sum(mul(p.w, x.gw));
+  const n = 1000;
+  const u = rng(5);
+  const batch = (bad: boolean): Batch => {
+    const gw = Array.from({ length: n }, () => Math.fround((u() - 0.5) * 0.01));
+    if (bad) gw[17] = Infinity;
+    return { gw: tensor(gw, { shape: [10, 100] }) };
+  };
+  const batches = [batch(false), batch(true), batch(false)];
+  const w0 = Array.from({ length: n }, () => Math.fround(u() - 0.5));
+  const before = memory().bytes;
+  const runs: number[][][] = [];
+  for (const [fused, jitted] of [[false, false], [true, false], [true, true]]) {
+    const optimizer = adamw8bit({ lr: 1e-2, minSize: 0, fused }) as Optimizer;
+    const plain = pipe(trainStep({ loss, optimizer }), gradScale());
+    const step = jitted ? jit(plain) : plain;
+    let state = step.init({ w: tensor(w0, { shape: [10, 100] }) });
+    const bits: number[][] = [];
+    const skipped: number[] = [];
+    for (const b of batches) {
+      const [next, metrics] = step(state, b);
+      skipped.push(await metrics.skipped.item());
+      bits.push(...await bitsOf([next.params, next.opt]));
+      dispose([state, metrics]);
+      state = next;
+    }
+    assert.deepEqual(skipped, [0, 1, 0]);
+    dispose(state);
+    if (jitted) (step as unknown as { clear(): void }).clear();
+    runs.push(bits);
+  }
+  assertSameBits(runs[0], runs[1], "eager fused vs composed");
+  assertSameBits(runs[0], runs[2], "jit fused vs eager composed");
+  assert.equal(memory().bytes, before);
+  dispose(batches);
 });
