@@ -44,10 +44,16 @@ Deno.test("wasm quantize: bitwise equal to the TypeScript kernel (property)", as
       fc.constantFrom(4, 8, 64, 256),
       fc.constantFrom<DType>("f32", "bf16", "f16"),
       fc.boolean(),
-      fc.boolean(),
+      fc.oneof(
+        fc.constant(SIGNED),
+        fc.constant(UNSIGNED),
+        // any map: unsorted or with NaN (the table guard), sorted (a long search: a loop)
+        fc.array(value, { minLength: 256, maxLength: 256 }).map((m) => Float32Array.from(m)),
+        fc.array(fc.float({ min: -1, max: 1, noNaN: true }), { minLength: 256, maxLength: 256 })
+          .map((m) => Float32Array.from(m).sort()),
+      ),
       fc.constantFrom("max", "random"),
-      async (xs, bs, dtype, guard, signed, scales) => {
-        const map = signed ? SIGNED : UNSIGNED;
+      async (xs, bs, dtype, guard, map, scales) => {
         const x = upload(dtype, xs);
         const wide = Array.from(decode(dtype, await cpu.read(x)));
         const blocks = Math.ceil(xs.length / bs);

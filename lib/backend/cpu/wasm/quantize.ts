@@ -53,6 +53,11 @@ const X = {
   i32Store: (o = 0): Code => [0x36, 0, uleb(o)],
   /** `v128.store64_lane` lane 0: the low 8 bytes. */
   store64: [0xfd, 0x5b, 3, 0, 0] as Code,
+  /** `v128.store32_lane` lane 0: the low 4 bytes. */
+  store32: [0xfd, 0x5a, 2, 0, 0] as Code,
+  /** `i8x16.narrow_i16x8_u`. */
+  narrow8: simd(0x66),
+  andnot: simd(0x4f),
 } as const;
 
 /** Byte offsets inside a map's heap tables. */
@@ -143,7 +148,7 @@ interface QLocals {
   readonly end4: number;
   readonly c: number;
   readonly y: number;
-  readonly word: number;
+  readonly vc: number;
   readonly live: number;
   readonly vb: number;
   readonly vs: number;
@@ -160,7 +165,7 @@ function qLocals(f: Fn): QLocals {
     end4: f.local(T.i32),
     c: f.local(T.i32),
     y: f.local(T.f32),
-    word: f.local(T.i32),
+    vc: f.local(T.v128),
     live: f.local(T.v128),
     vb: f.local(T.v128),
     vs: f.local(T.v128),
@@ -194,6 +199,7 @@ function quantizeBlock(
   from: number,
   steps: number,
   guard: boolean,
+  z0: number,
 ): Code {
   const { i, c, y } = q;
   const zero = [I.i32(0), V.i32x4Splat];
@@ -233,8 +239,8 @@ function quantizeBlock(
     V.i32x4ShrU,
     I.set(q.vb),
   ];
-  // The sign guard's index bits, (x > 0) << 8 | (x < 0) << 9, per lane.
-  const signs: Code = guard
+  // The sign guard's index bits, (x > 0) << 8 | (x < 0) << 9, per lane (for the table guard).
+  const signs: Code = guard && z0 < 0
     ? [
       srcAt,
       V.load(),
@@ -294,16 +300,49 @@ function quantizeBlock(
     X.load8u(START),
     I.set(c),
     search,
-    guard
+    guard && z0 < 0
       ? [I.get(tbl), I.get(c), I.get(q.vs), X.iExtract(l), I.or, I.add, X.load8u(GUARD), I.set(c)]
       : [],
-    I.get(q.word),
-    I.get(c),
-    I.i32(8 * l),
-    I.shl,
-    I.or,
-    I.set(q.word),
+    l === 0 ? [I.get(c), V.i32x4Splat] : [I.get(q.vc), I.get(c), simd(0x1c, l)],
+    I.set(q.vc),
   ];
+  // The guard of an ascending map without NaN, whose entries are < 0 exactly below index z0:
+  // x < 0 with c ≥ z0 (and c > 0) takes c − 1; x > 0 with c < z0 (and c < 255) takes c + 1.
+  const vectorGuard: Code = guard && z0 >= 0
+    ? [
+      srcAt,
+      V.load(),
+      I.set(q.vs),
+      I.get(q.vc),
+      splat(z0),
+      V.i32x4GeS,
+      I.set(q.vb), // c ≥ z0: map[c] ≥ 0
+      I.get(q.vc),
+      // up: x > 0, map[c] < 0, c < 255 (−1 lanes, so subtracting adds one)
+      I.get(q.vs),
+      zero,
+      X.fGt,
+      I.get(q.vb),
+      X.andnot,
+      I.get(q.vc),
+      splat(255),
+      X.iLtS,
+      V.and,
+      V.i32x4Sub,
+      // down: x < 0, map[c] ≥ 0, c > 0
+      I.get(q.vs),
+      zero,
+      X.fLt,
+      I.get(q.vb),
+      V.and,
+      I.get(q.vc),
+      zero,
+      V.i32x4GtS,
+      V.and,
+      V.i32x4Add,
+      I.set(q.vc),
+    ]
+    : [];
   return [
     // live = a > 0 as an all-ones (or zero) mask; va = splat(a).
     I.i32(0),
@@ -318,19 +357,23 @@ function quantizeBlock(
     loop(i, q.end4, 4, [
       ratio,
       signs,
-      I.i32(0),
-      I.set(q.word),
       lane(0),
       lane(1),
       lane(2),
       lane(3),
+      vectorGuard,
       I.get(out),
       I.get(from),
       I.add,
       I.get(i),
       I.add,
-      I.get(q.word),
-      X.i32Store(),
+      I.get(q.vc),
+      I.get(q.vc),
+      V.i16x8NarrowU,
+      I.tee(q.vc),
+      I.get(q.vc),
+      X.narrow8,
+      X.store32,
     ]),
   ];
 }
@@ -378,7 +421,7 @@ function blocks(q: QLocals, from: number, b: number, n: number, bs: number, body
 }
 
 /** `quantize(x, absmax, tbl, n, bs, out, wide)` for x of `kind`. */
-function quantizeFn(kind: Kind, steps: number, guard: boolean): Uint8Array {
+function quantizeFn(kind: Kind, steps: number, guard: boolean, z0: number): Uint8Array {
   const f = new Fn();
   const [x, am, tbl, n, bs, out, wide] = [0, 1, 2, 3, 4, 5, 6].map(() => f.param(T.i32));
   const q = qLocals(f);
@@ -410,7 +453,7 @@ function quantizeFn(kind: Kind, steps: number, guard: boolean): Uint8Array {
     I.add,
     I.f32Load(),
     I.set(a),
-    quantizeBlock(q, src, a, tbl, out, from, steps, guard),
+    quantizeBlock(q, src, a, tbl, out, from, steps, guard, z0),
   ]);
   return wasmModule(
     [{ name: "k", params: f.params, locals: f.locals, body: [qInit(q), body] }],
@@ -464,6 +507,7 @@ interface UpdateSpec {
   readonly l2: boolean;
   readonly decay: boolean;
   readonly steps: readonly number[];
+  readonly z0: readonly number[];
 }
 
 /**
@@ -518,36 +562,41 @@ function updateFn(spec: UpdateSpec): Uint8Array {
     simd(0x1c, 3),
     I.set(lanes),
   ];
-  // Phase 0: dequantize each moment of the block into its scratch (scalar).
+  // Each moment's old block absmax, splat (the dequantized values are formed lane by lane).
+  const av: number[] = [];
+  for (let j = 0; j < k; j++) av.push(f.local(T.v128));
+  const cw = f.local(T.i32);
   const phase0: Code[] = [];
   for (let j = 0; j < k; j++) {
-    phase0.push(
-      I.get(am[j]),
-      I.get(b),
-      I.i32(2),
-      I.shl,
-      I.add,
-      I.f32Load(),
-      I.set(a[j]),
-      loop(q.i, q.len, 1, [
-        scratchAt(j),
-        I.get(codes[j]),
-        I.get(from),
-        I.add,
-        I.get(q.i),
-        I.add,
-        X.load8u(),
-        I.i32(2),
-        I.shl,
-        I.get(tbl[j]),
-        I.add,
-        I.f32Load(MAP),
-        I.get(a[j]),
-        I.f32Mul,
-        I.f32Store(),
-      ]),
-    );
+    phase0.push(I.get(am[j]), I.get(b), I.i32(2), I.shl, I.add, I.f32Load(), I.set(a[j]));
+    phase0.push(fsplat(a[j]), I.set(av[j]));
   }
+  /** Moment j's old values of the four lanes: map[code] · absmax (four codes in one word). */
+  const old = (j: number): Code => {
+    const entry = (l: number): Code => [
+      I.get(tbl[j]),
+      I.get(cw),
+      l === 0 ? [I.i32(2), I.shl] : [I.i32(8 * l - 2), I.shrU],
+      I.i32(0x3fc),
+      I.and,
+      I.add,
+      I.f32Load(MAP),
+    ];
+    return [
+      I.get(codes[j]),
+      I.get(from),
+      I.add,
+      I.get(q.i),
+      I.add,
+      X.i32Load(),
+      I.set(cw),
+      entry(0),
+      V.f32x4Splat,
+      [1, 2, 3].map((l) => [entry(l), X.replace(l)]),
+      I.get(av[j]),
+      V.f32x4Mul,
+    ];
+  };
   const mul = V.f32x4Mul, add = V.f32x4Add;
   // Phase 1: the update, four lanes at a time.
   const gradient: Code = [
@@ -559,8 +608,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
   const update: Code = spec.kind === "adam"
     ? [
       // m = m̂·b1 + g·(1 − b1); v = v̂·b2 + g²·(1 − b2); ok = |v| < Inf
-      scratchAt(0),
-      V.load(),
+      old(0),
       g4(sv.b1),
       mul,
       g4(vg),
@@ -568,8 +616,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       mul,
       add,
       I.set(mom[0]),
-      scratchAt(1),
-      V.load(),
+      old(1),
       g4(sv.b2),
       mul,
       g4(vg),
@@ -600,8 +647,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
     ]
     : [
       // m = m̂·momentum + g; ok = |m| < Inf; p' = p − m·rate
-      scratchAt(0),
-      V.load(),
+      old(0),
       g4(sv.momentum),
       mul,
       g4(vg),
@@ -693,7 +739,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.add,
       I.get(a[j]),
       I.f32Store(),
-      quantizeBlock(q, sc[j], a[j], tbl[j], outC[j], from, spec.steps[j], true),
+      quantizeBlock(q, sc[j], a[j], tbl[j], outC[j], from, spec.steps[j], true, spec.z0[j]),
     );
   }
   const body = blocks(q, from, b, n, bs, [
@@ -738,6 +784,8 @@ function applies(blockSize: number): boolean {
 interface HeapTables {
   readonly ptr: number;
   readonly steps: number;
+  /** Ascending without NaN: the number of entries < 0 (the guard is then arithmetic); else −1. */
+  readonly z0: number;
 }
 const heapTables = new Map<string, HeapTables>();
 
@@ -760,7 +808,9 @@ function tablesOf(map: ArrayLike<number>): HeapTables {
   m[255] = Infinity; // never below y (y ≤ 1, never NaN): the search stops at 255
   new Uint8Array(buf, ptr + GUARD, 1024).set(guard);
   new Uint8Array(buf, ptr + START, 65536).set(start);
-  heapTables.set(key, t = { ptr, steps });
+  const ascending = values.every((v, i) => v === v && (i === 0 || values[i - 1] <= v));
+  const z0 = ascending ? values.filter((v) => v < 0).length : -1;
+  heapTables.set(key, t = { ptr, steps, z0 });
   return t;
 }
 
@@ -791,8 +841,8 @@ export function wasmQuantize(
   const t = tablesOf(map);
   const kind = x.dtype as Kind;
   const k = instantiate(
-    `q:${kind}:${t.steps}:${signGuard}`,
-    () => quantizeFn(kind, t.steps, signGuard),
+    `q:${kind}:${t.steps}:${signGuard}:${t.z0}`,
+    () => quantizeFn(kind, t.steps, signGuard, t.z0),
   );
   if (!k) return false;
   k(x.ptr, absmax, t.ptr, n, blockSize, out, scratch);
@@ -845,6 +895,7 @@ export function wasmBlockwise8bitUpdate(
     l2: u.l2 !== 0,
     decay: u.kind === "adam" && u.decay,
     steps: tables.map((t) => t.steps),
+    z0: tables.map((t) => t.z0),
   };
   const k = instantiate(`u:${JSON.stringify(spec)}`, () => updateFn(spec));
   if (!k) return false;
