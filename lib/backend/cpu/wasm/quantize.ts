@@ -2,17 +2,19 @@
  * Block-wise 8-bit quantization in WebAssembly, bitwise equal to the TypeScript kernels of
  * `../quantize.ts` (which stay the reference and the fallback): `quantize` and `dequantize`
  * (f32 output), and the fused 8-bit optimizer update (`Backend.blockwise8bitUpdate`, see
- * `lib/backend/optim8.ts`), which per block dequantizes the moments, updates them and the
- * param four lanes at a time (every f32 operation rounds as the composed ops do), takes the new
- * block absmax and requantizes.
+ * `lib/backend/optim8.ts`), which per block forms the old moments (`map[code] · absmax`, four
+ * lanes gathered from one word of codes), updates them and the param four lanes at a time (every
+ * f32 operation rounds as the composed ops do), takes the new block absmax and requantizes.
  *
  * The nearest map entry is found as the TypeScript kernel finds it: the first candidate from a
  * table over the top 16 bits of `y = clamp(x / absmax, −1, 1)`, then steps up while the next
- * midpoint is below `y` — unrolled into `steps` branch-free compares when no bucket needs more
- * (1 for bitsandbytes' maps), else a loop. The tables of each map live once on the CPU heap
- * (68.6 KB per distinct map, a few kept). Vectors may read and write up to 12 bytes past a
- * buffer, inside its 64-byte heap block; only whole 4-lane groups per block are handled, so
- * `blockSize` must be a multiple of 4 (else the TypeScript kernels run).
+ * midpoint is below `y`. Ratios, buckets, the compare of a single step (bitsandbytes' maps
+ * need 1) and the sign guard of an ascending map run on four lanes; only the table reads are
+ * per lane. Longer searches unroll (≤ 4 steps) or loop, and other maps use the guard table.
+ * The tables of each map live once on the CPU heap (68.6 KB per distinct map, at most 8 kept).
+ * Vectors may read and write up to 12 bytes past a buffer, inside its 64-byte heap block; only
+ * whole 4-lane groups per block are handled, so `blockSize` must be a multiple of 4 (else the
+ * TypeScript kernels run).
  *
  * Spec: WebAssembly Core 2.0 (§5.4 instructions, SIMD opcodes of the binary format).
  *
@@ -149,6 +151,7 @@ interface QLocals {
   readonly c: number;
   readonly y: number;
   readonly vc: number;
+  readonly vm: number;
   readonly live: number;
   readonly vb: number;
   readonly vs: number;
@@ -166,6 +169,7 @@ function qLocals(f: Fn): QLocals {
     c: f.local(T.i32),
     y: f.local(T.f32),
     vc: f.local(T.v128),
+    vm: f.local(T.v128),
     live: f.local(T.v128),
     vb: f.local(T.v128),
     vs: f.local(T.v128),
@@ -289,23 +293,50 @@ function quantizeBlock(
     I.set(c),
     I.br(0),
   ));
-  const lane = (l: number): Code => [
-    I.get(q.vy),
-    X.extract(l),
-    I.set(y),
+  // One step and no table guard: the midpoint compare runs on the four lanes at once.
+  const vectorStep = steps === 1 && !(guard && z0 < 0);
+  const laneVector = (l: number): Code => [
     I.get(tbl),
     I.get(q.vb),
     X.iExtract(l),
     I.add,
     X.load8u(START),
-    I.set(c),
-    search,
-    guard && z0 < 0
-      ? [I.get(tbl), I.get(c), I.get(q.vs), X.iExtract(l), I.or, I.add, X.load8u(GUARD), I.set(c)]
-      : [],
-    l === 0 ? [I.get(c), V.i32x4Splat] : [I.get(q.vc), I.get(c), simd(0x1c, l)],
+    I.tee(c),
+    l === 0 ? V.i32x4Splat : [I.set(c), I.get(q.vc), I.get(c), simd(0x1c, l)],
     I.set(q.vc),
+    // mids[c] into lane l of vm
+    l === 0 ? [] : I.get(q.vm),
+    I.get(c),
+    I.i32(2),
+    I.shl,
+    I.get(tbl),
+    I.add,
+    I.f32Load(MIDS),
+    l === 0 ? V.f32x4Splat : X.replace(l),
+    I.set(q.vm),
   ];
+  // c += mids[c] < y (true lanes are −1)
+  const stepVector: Code = vectorStep
+    ? [I.get(q.vc), I.get(q.vm), I.get(q.vy), X.fLt, V.i32x4Sub, I.set(q.vc)]
+    : [];
+  const lane = (l: number): Code =>
+    vectorStep ? laneVector(l) : [
+      I.get(q.vy),
+      X.extract(l),
+      I.set(y),
+      I.get(tbl),
+      I.get(q.vb),
+      X.iExtract(l),
+      I.add,
+      X.load8u(START),
+      I.set(c),
+      search,
+      guard && z0 < 0
+        ? [I.get(tbl), I.get(c), I.get(q.vs), X.iExtract(l), I.or, I.add, X.load8u(GUARD), I.set(c)]
+        : [],
+      l === 0 ? [I.get(c), V.i32x4Splat] : [I.get(q.vc), I.get(c), simd(0x1c, l)],
+      I.set(q.vc),
+    ];
   // The guard of an ascending map without NaN, whose entries are < 0 exactly below index z0:
   // x < 0 with c ≥ z0 (and c > 0) takes c − 1; x > 0 with c < z0 (and c < 255) takes c + 1.
   const vectorGuard: Code = guard && z0 >= 0
@@ -361,6 +392,7 @@ function quantizeBlock(
       lane(1),
       lane(2),
       lane(3),
+      stepVector,
       vectorGuard,
       I.get(out),
       I.get(from),
