@@ -1,6 +1,8 @@
 /**
  * 8-bit Adam against 32-bit Adam on the CPU: update throughput on a 1M-parameter tree, and
- * optimizer-state bytes per parameter (printed once).
+ * optimizer-state bytes per parameter (printed once). `adam8bit` runs the one-pass
+ * `blockwise8bitUpdate` kernel per tensor; `adam8bit (composed)` the composed ops it is bitwise
+ * equal to (`fused: false`).
  *
  * Run: deno bench --allow-read --allow-env bench/optim8bit.bench.ts
  */
@@ -34,6 +36,7 @@ function warm(opt: Optimizer): { state: unknown; bytesPerParam: number } {
 const optimizers: Record<string, Optimizer> = {
   "adam (f32 state)": adam({ lr: 1e-3, stateDtype: "f32" }) as Optimizer,
   "adam8bit": adam8bit({ lr: 1e-3 }) as Optimizer,
+  "adam8bit (composed)": adam8bit({ lr: 1e-3, fused: false }) as Optimizer,
 };
 const warmed = Object.fromEntries(
   Object.entries(optimizers).map(([name, opt]) => [name, warm(opt)]),

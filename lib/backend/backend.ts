@@ -9,6 +9,7 @@
 import type { CastOptions, DType, Storage } from "../dtype.ts";
 import type { Key } from "../prng.ts";
 import type { FusedKernel } from "./fused.ts";
+import type { Blockwise8bitUpdate } from "./optim8.ts";
 
 /** An opaque buffer handle owned by a backend. */
 export type Handle = unknown;
@@ -216,6 +217,11 @@ export interface Backend {
    * and writes one buffer per output, bitwise equal to running its operations one by one.
    */
   fused?(k: FusedKernel, inputs: readonly View[]): Handle[];
+  /**
+   * An 8-bit optimizer's update of one tensor in one pass per block (see `optim8.ts`): returns
+   * the new param and each moment's codes and absmax, bitwise equal to the composed ops.
+   */
+  blockwise8bitUpdate?(u: Blockwise8bitUpdate, inputs: readonly Arg[]): Handle[];
   /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
   readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */

@@ -13,6 +13,7 @@ import type {
   ReduceOp,
   UnaryOp,
 } from "../backend/backend.ts";
+import type { Blockwise8bitUpdate } from "../backend/optim8.ts";
 
 /** A strided read of node `id`'s buffer, as a Backend `View` (see backend.ts). */
 export interface ViewRef {
@@ -89,7 +90,15 @@ export type NodeOp =
     readonly absmax: number;
     readonly map: number;
     readonly blockSize: number;
-  };
+  }
+  /** A fused 8-bit optimizer update (`Backend.blockwise8bitUpdate`); the node is output 0. */
+  | {
+    readonly op: "blockwise8bit";
+    readonly update: Blockwise8bitUpdate;
+    readonly inputs: readonly number[];
+  }
+  /** Output `index` (≥ 1) of the multi-output node `x`, made by `x`'s kernel. */
+  | { readonly op: "part"; readonly x: number; readonly index: number };
 
 /** A node: its computation and the dtype and element count of its buffer. */
 export type Node = NodeOp & { readonly dtype: DType; readonly size: number };
@@ -132,6 +141,10 @@ export function inputsOf(n: NodeOp): number[] {
       return [n.x, n.absmax, n.map];
     case "dequantize":
       return [n.codes, n.absmax, n.map];
+    case "blockwise8bit":
+      return [...n.inputs];
+    case "part":
+      return [n.x];
   }
 }
 
@@ -166,6 +179,10 @@ export function remap(n: Node, f: (id: number) => number): Node {
       return { ...n, x: f(n.x), absmax: f(n.absmax), map: f(n.map) };
     case "dequantize":
       return { ...n, codes: f(n.codes), absmax: f(n.absmax), map: f(n.map) };
+    case "blockwise8bit":
+      return { ...n, inputs: n.inputs.map(f) };
+    case "part":
+      return { ...n, x: f(n.x) };
   }
 }
 

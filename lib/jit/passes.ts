@@ -63,6 +63,10 @@ export function simplify(g: Graph): Simplified {
     live[id] = true;
     stack.push(...inputsOf(merged[id]));
   }
+  // A multi-output kernel makes all its outputs: keep them (one no step reads is freed at once).
+  merged.forEach((n, id) => {
+    if (n.op === "part" && live[n.x]) live[id] = true;
+  });
   const renum: number[] = [];
   const nodes: Node[] = [];
   merged.forEach((n, id) => {

@@ -72,6 +72,9 @@ function view(nodes: readonly Node[], v: ViewRef, h: Handle): View {
   return { h, dtype: n.dtype, size: n.size, shape: v.shape, strides: v.strides, offset: v.offset };
 }
 
+/** The outputs of a multi-output kernel, by its first output's handle (read by `part` nodes). */
+const siblings = new WeakMap<object, Handle[]>();
+
 /** Run one node's kernel on `b` with buffers from `get` (the same call eager execution makes). */
 function exec(
   b: Backend,
@@ -115,6 +118,13 @@ function exec(
       return b.quantize(a(n.x), a(n.absmax), a(n.map), n.blockSize, n.signGuard);
     case "dequantize":
       return b.dequantize(a(n.codes), a(n.absmax), a(n.map), n.blockSize, n.dtype);
+    case "blockwise8bit": {
+      const hs = b.blockwise8bitUpdate!(n.update, n.inputs.map(a));
+      siblings.set(hs[0] as object, hs);
+      return hs[0];
+    }
+    case "part":
+      return siblings.get(get(n.x) as object)![n.index];
   }
 }
 

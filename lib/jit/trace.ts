@@ -11,6 +11,7 @@ import type { Arg, Backend, Handle, View } from "../backend/backend.ts";
 import type { Key } from "../prng.ts";
 import type { Node, NodeOp, ViewRef } from "./graph.ts";
 import { fromHandle, keep, shareBuffer, type Tensor } from "../tensor.ts";
+import { blockwise8bitOutputs } from "../backend/optim8.ts";
 
 /** A buffer of the tracing device: the id of the node that makes it. */
 export interface TraceHandle {
@@ -209,5 +210,20 @@ export function traceBackend(target: Backend, rec: Recorder): TraceBackend {
         codes.size,
       ),
   };
+  if (target.blockwise8bitUpdate) {
+    // One node for the kernel (its first output) and a `part` node per further output.
+    dev.blockwise8bitUpdate = (u, inputs) => {
+      const outs = blockwise8bitOutputs(u, inputs[0].dtype, inputs[0].size);
+      const main = node(
+        { op: "blockwise8bit", update: u, inputs: inputs.map((x) => id(x.h)) },
+        outs[0].dtype,
+        outs[0].size,
+      );
+      const parts = outs.slice(1).map((o, k) =>
+        node({ op: "part", x: main.id, index: k + 1 }, o.dtype, o.size)
+      );
+      return [main, ...parts];
+    };
+  }
   return dev;
 }

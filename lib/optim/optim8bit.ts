@@ -8,6 +8,13 @@
  * params with these fresh f32 moments, and requantizes them with new block maxima. Params keep
  * their dtype: the update computes in f32 (f64 for f64 params) and rounds once.
  *
+ * Where the device offers `blockwise8bitUpdate` (the CPU backend: WebAssembly SIMD, else a
+ * TypeScript loop), a quantized tensor with an f32 compute dtype (f32, bf16 or f16 params) is
+ * updated by that one kernel per tensor — dequantize both moments of a block, update them and
+ * the param, take the new block absmax, requantize — with the same bits as the composed ops
+ * (dequantize, elementwise update, block absmax, quantize), which run everywhere else (WebGPU,
+ * f64 params, f32 moments of small tensors, `fused: false`). Under `jit` the kernel is one node.
+ *
  * Non-finite gradients: an element whose gradient is Inf/NaN (or whose new moment overflows
  * f32) gets both moments set to 0 and its param left as it was; the other elements update
  * normally (bitsandbytes' Adam kernel does this; nbit's SGD does it too, so one bad element
@@ -26,7 +33,12 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import type { DType } from "../dtype.ts";
-import { full, Tensor, tensor, zeros } from "../tensor.ts";
+import { fromHandle, full, Tensor, tensor, zeros } from "../tensor.ts";
+import {
+  BLOCKWISE8BIT_DTYPES,
+  blockwise8bitOutputs,
+  type Blockwise8bitUpdate,
+} from "../backend/optim8.ts";
 import { add, astype, div, isFinite, mul, sqrt, square, sub, where } from "../ops/elementwise.ts";
 import type { LearningRate, Optimizer } from "./types.ts";
 import {
@@ -50,6 +62,11 @@ export interface Blockwise8bitOptions {
   blockSize?: number;
   /** Tensors with fewer elements keep f32 moments (default 4096, as bitsandbytes). */
   minSize?: number;
+  /**
+   * Use the device's one-pass update (`blockwise8bitUpdate`) where it has one (default true);
+   * false always runs the composed ops, the reference it is bitwise equal to.
+   */
+  fused?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +167,41 @@ function treeOf(params: unknown, values: readonly Moment[]): unknown {
   return walk(params);
 }
 
+/**
+ * The fused update of one tensor (outputs: new param, then codes and absmax per moment), or
+ * `undefined` where it does not apply: no `blockwise8bitUpdate` on the device, an f64 param,
+ * f32 moments, or inputs on another device or of other dtypes (then the composed ops run and
+ * give the same bits, or the usual error).
+ */
+function fusedUpdate(
+  u: Blockwise8bitUpdate,
+  p: Tensor,
+  g: Tensor,
+  moments: readonly Moment[],
+  maps: readonly Tensor[],
+  scalars: readonly (Tensor | number)[],
+): [Tensor, ...Quantized[]] | undefined {
+  const dev = p.device;
+  if (!dev.blockwise8bitUpdate || !BLOCKWISE8BIT_DTYPES.includes(p.dtype)) return undefined;
+  if (!moments.every(isQuantized) || g.device !== dev || g.size !== p.size) return undefined;
+  const qs = moments as readonly Quantized[];
+  const ss = scalars.map((s) => typeof s === "number" ? full([], s, { device: dev }) : s);
+  const gc = BLOCKWISE8BIT_DTYPES.includes(g.dtype) ? g : astype(g, "f32");
+  const inputs = [p, gc, ...qs.flatMap((q, j) => [q.codes, q.absmax, maps[j]]), ...ss];
+  if (inputs.some((t) => t.device !== dev)) return undefined;
+  if (ss.some((s) => s.dtype !== "f32" || s.size !== 1)) return undefined;
+  if (qs.some((q) => q.codes.size !== p.size || q.codes.dtype !== "u8")) return undefined;
+  const arg = (t: Tensor) => ({ h: t.handle, dtype: t.dtype, size: t.size });
+  const hs = dev.blockwise8bitUpdate(u, inputs.map(arg));
+  const metas = blockwise8bitOutputs(u, p.dtype, p.size);
+  const outs = hs.map((h, j) =>
+    fromHandle(dev, h, metas[j].dtype, j % 2 === 0 && j > 0 ? [metas[j].size] : p.shape)
+  );
+  const state: Quantized[] = [];
+  for (let j = 1; j < outs.length; j += 2) state.push({ codes: outs[j], absmax: outs[j + 1] });
+  return [outs[0], ...state];
+}
+
 function checkBlockOptions(op: string, blockSize: number, minSize: number): void {
   if (!Number.isInteger(blockSize) || blockSize < 1) {
     throw new Error(`${op}: blockSize must be a positive integer (e.g. 256), got ${blockSize}`);
@@ -199,6 +251,7 @@ function adam8bitLike(
     weightDecay = decoupled ? 1e-2 : 0,
     blockSize = 256,
     minSize = 4096,
+    fused = true,
   } = opts ?? {};
   checkLearningRate(name, lr);
   checkNumber(name, "b1", b1, 0, false, 1);
@@ -244,6 +297,24 @@ function adam8bitLike(
         const { stepSize, epsHat } = scalarsFor(c);
         const mMap = mapOn(p.device, true);
         const vMap = mapOn(p.device, false);
+        if (fused && c === "f32") {
+          const u: Blockwise8bitUpdate = {
+            kind: "adam",
+            blockSize,
+            l2: decoupled ? 0 : weightDecay,
+            b1,
+            b2,
+            decay: decay !== 1,
+          };
+          const scalars = decay !== 1 ? [stepSize, epsHat, decay] : [stepSize, epsHat];
+          const r = fusedUpdate(u, p, gs[i], [mus[i], nus[i]], [mMap, vMap], scalars);
+          if (r) {
+            newParams.push(r[0]);
+            newMu.push(r[1]);
+            newNu.push(r[2]);
+            return;
+          }
+        }
         const pc = astype(p, c);
         let g = astype(gs[i], c);
         if (!decoupled && weightDecay !== 0) g = add(g, mul(pc, weightDecay));
@@ -337,7 +408,14 @@ export interface Sgd8bitState {
  * ```
  */
 export function sgd8bit(opts: Sgd8bitOptions): Optimizer<Sgd8bitState> {
-  const { lr, momentum = 0.9, weightDecay = 0, blockSize = 256, minSize = 4096 } = opts ?? {};
+  const {
+    lr,
+    momentum = 0.9,
+    weightDecay = 0,
+    blockSize = 256,
+    minSize = 4096,
+    fused = true,
+  } = opts ?? {};
   checkLearningRate("sgd8bit", lr);
   checkNumber("sgd8bit", "momentum", momentum, 0, true);
   checkNumber("sgd8bit", "weightDecay", weightDecay, 0);
@@ -360,6 +438,22 @@ export function sgd8bit(opts: Sgd8bitOptions): Optimizer<Sgd8bitState> {
       ps.forEach((p, i) => {
         const c = computeDtype(p.dtype);
         const map = mapOn(p.device, true);
+        if (fused && c === "f32") {
+          const u: Blockwise8bitUpdate = {
+            kind: "sgd",
+            blockSize,
+            l2: weightDecay,
+            b1: momentum,
+            b2: 0,
+            decay: false,
+          };
+          const r = fusedUpdate(u, p, gs[i], [bufs[i]], [map], [rate]);
+          if (r) {
+            newParams.push(r[0]);
+            newBufs.push(r[1]);
+            return;
+          }
+        }
         const pc = astype(p, c);
         let g = astype(gs[i], c);
         if (weightDecay !== 0) g = add(g, mul(pc, weightDecay));

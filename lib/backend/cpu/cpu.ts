@@ -35,6 +35,14 @@ import { wasmMatmul, wasmMatmulApplies } from "./wasm/matmul.ts";
 import { reduceKernel } from "./reduce.ts";
 import { wasmReduceKernel, wasmReduceOutput } from "./wasm/reduce.ts";
 import { dequantizeKernel, quantizeKernel } from "./quantize.ts";
+import { blockwise8bitUpdateKernel } from "./optim8.ts";
+import { blockwise8bitOutputs, type Blockwise8bitUpdate } from "../optim8.ts";
+import {
+  updateScratchBytes,
+  wasmBlockwise8bitUpdate,
+  wasmDequantize,
+  wasmQuantize,
+} from "./wasm/quantize.ts";
 import type { FusedKernel } from "../fused.ts";
 import { runFused } from "./fused.ts";
 import { wasmFusedKernel } from "./wasm/fused.ts";
@@ -491,15 +499,81 @@ export const cpu: Backend = guardKernels({
   },
   quantize(x, absmax, map, blockSize, signGuard) {
     const h = newBuffer("u8", x.size);
+    const scratchBlock = newBuffer("f32", blockSize + 4);
+    const simd = wasmQuantize(
+      { ptr: live(x.h).ptr, dtype: x.dtype },
+      live(absmax.h).ptr,
+      values(map),
+      x.size,
+      blockSize,
+      signGuard,
+      h.ptr,
+      scratchBlock.ptr,
+    );
+    if (simd) return h;
     const out = viewOf(h, "u8", x.size) as Uint8Array;
     const y = scratch(Float32Array, x.size);
     quantizeKernel(values(x), values(absmax), values(map), blockSize, signGuard, x.size, out, y);
     return h;
   },
   dequantize(codes, absmax, map, blockSize, outDtype) {
+    if (outDtype === "f32") {
+      const h = newBuffer("f32", codes.size);
+      const at = (a: Arg) => live(a.h).ptr;
+      if (wasmDequantize(at(codes), at(absmax), values(map), codes.size, blockSize, h.ptr)) {
+        return h;
+      }
+      dequantizeKernel(
+        values(codes),
+        values(absmax),
+        values(map),
+        blockSize,
+        viewOf(h, "f32", codes.size) as Float32Array,
+      );
+      return h;
+    }
     const out = computeArray(outDtype, codes.size) as Float32Array | Float64Array;
     dequantizeKernel(values(codes), values(absmax), values(map), blockSize, out);
     return store(outDtype, out);
+  },
+  blockwise8bitUpdate(u: Blockwise8bitUpdate, inputs: readonly Arg[]) {
+    const [p, g] = inputs;
+    const n = p.size;
+    const outs = blockwise8bitOutputs(u, p.dtype, n).map((o) => newBuffer(o.dtype, o.size));
+    const scratchBlock = newBuffer("u8", updateScratchBytes(u));
+    // Maps are inputs 4 (and 7), scalars follow the moments.
+    const mapIdx = u.kind === "adam" ? [4, 7] : [4];
+    const first = u.kind === "adam" ? 8 : 5;
+    const maps = mapIdx.map((i) => Float32Array.from(values(inputs[i])));
+    const scalars = inputs.slice(first).map((s) => valueAt(s, 0));
+    const heapArgs = inputs.map((a) => ({ ptr: live(a.h).ptr, dtype: a.dtype }));
+    const ptrs = outs.map((h) => h.ptr);
+    if (wasmBlockwise8bitUpdate(u, heapArgs, maps, scalars, ptrs, n, scratchBlock.ptr)) {
+      return outs;
+    }
+    // TypeScript loop: views after the last allocation.
+    const newP = p.dtype === "f32"
+      ? viewOf(outs[0], "f32", n) as Float32Array
+      : new Float32Array(n);
+    const k = mapIdx.length;
+    const moments = mapIdx.map((_, j) => ({
+      codes: values(inputs[2 + 3 * j]),
+      absmax: values(inputs[3 + 3 * j]),
+      map: maps[j],
+    }));
+    const pv = Float32Array.from(values(p));
+    const gv = Float32Array.from(values(g));
+    const codes = Array.from(
+      { length: k },
+      (_, j) => viewOf(outs[1 + 2 * j], "u8", n) as Uint8Array,
+    );
+    const absmax = Array.from(
+      { length: k },
+      (_, j) => viewOf(outs[2 + 2 * j], "f32", outs[2 + 2 * j].bytes / 4) as Float32Array,
+    );
+    blockwise8bitUpdateKernel(u, pv, gv, moments, scalars, newP, codes, absmax);
+    if (p.dtype !== "f32") encodeInto(p.dtype, newP, viewOf(outs[0], p.dtype, n));
+    return outs;
   },
   fused(k: FusedKernel, inputs: readonly View[]) {
     const simd = wasmFused(k, inputs);

@@ -64,19 +64,29 @@ export function quantizeKernel(
   return out;
 }
 
-interface SearchTables {
+/** The tables of the nearest-entry search of a map (also laid out on the heap for WebAssembly). */
+export interface SearchTables {
   /** `(map[i] + map[i + 1]) / 2` rounded to f32: the code is the number of these below y. */
   readonly mids: Float32Array;
   /** Per f32 bit prefix (sign, exponent, 7 mantissa bits): the code of the bucket's least value. */
   readonly start: Uint8Array;
   /** The sign guard's code by `code | (x > 0) << 8 | (x < 0) << 9`. */
   readonly guard: Uint8Array;
+  /** The most steps up from `start` any y in [−1, 1] takes. */
+  readonly steps: number;
 }
 
 const tableCache = new Map<string, SearchTables>();
 
-/** The search tables of a 256-entry map (cached by its values). */
-function searchTables(map: ArrayLike<number>): SearchTables {
+/**
+ * The search tables of a 256-entry map (cached by its values).
+ *
+ * @example
+ * ```ts
+ * searchTables(dynamicMap()).steps; // 1
+ * ```
+ */
+export function searchTables(map: ArrayLike<number>): SearchTables {
   const key = Array.prototype.join.call(map, ",");
   let t = tableCache.get(key);
   if (t) return t;
@@ -90,11 +100,16 @@ function searchTables(map: ArrayLike<number>): SearchTables {
   const start = new Uint8Array(65536);
   const f = new Float32Array(1);
   const u = new Uint32Array(f.buffer);
+  let steps = 0;
   for (let p = 0; p < 65536; p++) {
     // The least value of the bucket: low bits 0 for a positive prefix, all ones for a negative.
     u[0] = (p << 16 | (p & 0x8000 ? 0xffff : 0)) >>> 0;
     const v = f[0];
     start[p] = v === v ? below(v) : 0;
+    // Its greatest value: the steps of the clamped ratios in the bucket are at most these.
+    u[0] = (p << 16 | (p & 0x8000 ? 0 : 0xffff)) >>> 0;
+    const hi = f[0];
+    if (v === v && v <= 1 && hi >= -1) steps = Math.max(steps, below(Math.min(hi, 1)) - start[p]);
   }
   const guard = new Uint8Array(1024);
   for (let c = 0; c < 256; c++) {
@@ -103,7 +118,7 @@ function searchTables(map: ArrayLike<number>): SearchTables {
     guard[c | 512] = map[c] >= 0 && c > 0 ? c - 1 : c; // x < 0
   }
   if (tableCache.size > 16) tableCache.clear();
-  tableCache.set(key, t = { mids, start, guard });
+  tableCache.set(key, t = { mids, start, guard, steps });
   return t;
 }
 
