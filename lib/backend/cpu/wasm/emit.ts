@@ -111,6 +111,8 @@ export const V = {
   zero: (): Code => simd(0x0c, ...new Array(16).fill(0)),
   i32x4Splat: simd(0x11),
   f32x4Splat: simd(0x13),
+  /** The f32 in lane `l` of an f32x4 (`f32x4.extract_lane`). */
+  f32x4ExtractLane: (l: number): Code => simd(0x1f, l),
   and: simd(0x4e),
   or: simd(0x50),
   bitselect: simd(0x52),

@@ -19,11 +19,27 @@ export const MR = 6;
 /** Micro-tile columns. */
 export const NR = 8;
 
-/** Operand element types the packers read. */
-export const ELEM = { f32: 0, bf16: 1, f16: 2 } as const;
+/**
+ * Operand element types the packers read. `f32bf16` and `f32f16` are f32 operands rounded to
+ * bf16 / f16 (nearest, ties to even, as lib/dtype.ts) while they are read: the same f32 values
+ * the packers make of a bf16 / f16 operand cast beforehand (a cast folded into the product).
+ */
+export const ELEM = { f32: 0, bf16: 1, f16: 2, f32bf16: 3, f32f16: 4 } as const;
 /** An operand element type code. */
 export type Elem = (typeof ELEM)[keyof typeof ELEM];
-const SHIFT = [2, 1, 1]; // log2 of the element size
+const SHIFT = [2, 1, 1, 2, 2]; // log2 of the element size
+
+/** v128 scratch locals for rounding an f32x4 to f16/bf16 and back (see {@link roundedF32x4}). */
+type Scratch = readonly [w: number, a: number, t: number];
+
+/**
+ * The f32x4 on the stack rounded to bf16 (e = 3) or f16 (e = 4) and widened back to f32x4
+ * exactly (NaN → the quiet NaN of lib/dtype.ts with its sign, overflow → ±Inf).
+ */
+function roundedF32x4(e: Elem, [w, a, t]: Scratch): Code {
+  if (e === ELEM.f32bf16) return [I.set(w), bf16Lanes(w), I.i32(16), V.i32x4Shl];
+  return [I.set(w), f16Lanes(w, a, t), f16x4(w, t)];
+}
 
 /**
  * Byte address of a 65536-entry f32 table of every f16 value (0: none, use bit manipulation),
@@ -31,9 +47,16 @@ const SHIFT = [2, 1, 1]; // log2 of the element size
  */
 let f16Table = 0;
 
-/** Widen the element at the address on the stack to an f32 (local `h` is scratch i32). */
-function loadScalar(e: Elem, h: number, v: number): Code {
+/**
+ * Widen the element at the address on the stack to an f32 (locals `h`, `v` are scratch i32;
+ * `x`, three v128 scratch locals, are needed by the rounding element types 3 and 4).
+ */
+function loadScalar(e: Elem, h: number, v: number, x?: Scratch): Code {
   if (e === ELEM.f32) return I.f32Load();
+  if (e === ELEM.f32bf16 || e === ELEM.f32f16) {
+    if (!x) throw new Error("gemm_module: internal error, rounding loads need v128 scratch");
+    return [I.f32Load(), V.f32x4Splat, roundedF32x4(e, x), V.f32x4ExtractLane(0)];
+  }
   if (e === ELEM.bf16) return [I.i32Load16u(), I.i32(16), I.shl, I.f32FromBits];
   if (f16Table !== 0) return [I.i32Load16u(), I.i32(2), I.shl, I.f32Load(f16Table)];
   return [
@@ -101,9 +124,12 @@ export function f16x4(h: number, t: number): Code {
   ];
 }
 
-/** Eight operand values at `addr + off·size` widened to two f32x4, each then `then(v)`. */
-function widen4(e: Elem, addr: number, off: number, vh: number, vt: number): Code {
+/** Four operand values at `addr + off·size` widened to an f32x4 (`va`: v128 scratch). */
+function widen4(e: Elem, addr: number, off: number, vh: number, vt: number, va: number): Code {
   if (e === ELEM.f32) return [I.get(addr), V.load(off * 4)];
+  if (e === ELEM.f32bf16 || e === ELEM.f32f16) {
+    return [I.get(addr), V.load(off * 4), roundedF32x4(e, [vh, va, vt])];
+  }
   const lanes: Code = [I.get(addr), V.load16x4u(off * 2)];
   return e === ELEM.bf16 ? [lanes, I.i32(16), V.i32x4Shl] : [lanes, f16x4(vh, vt)];
 }
@@ -118,6 +144,7 @@ const whileLoop = (cond: Code, body: Code): Code =>
  */
 function packA(e: Elem): Func {
   const [base, si, sq, mc, kc, dst, ir, p, r, h, v] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const x: Scratch = [11, 12, 13];
   const s = SHIFT[e];
   const elem: Code = [
     I.get(ir),
@@ -141,7 +168,7 @@ function packA(e: Elem): Func {
         I.i32(s),
         I.shl,
         I.add,
-        loadScalar(e, h, v),
+        loadScalar(e, h, v, x),
         I.f32Store(),
       ],
       [I.get(dst), I.f32(0), I.f32Store()],
@@ -154,7 +181,7 @@ function packA(e: Elem): Func {
   return {
     name: `packA${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128],
     body: [
       I.i32(0),
       I.set(ir),
@@ -184,7 +211,7 @@ function packA(e: Elem): Func {
  * ⌈nc/8⌉ panels `[kc][8]`. Rows of 8 contiguous columns (sj = 1) take a vector path.
  */
 function packB(e: Elem): Func {
-  const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt] = [
+  const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt, va] = [
     0,
     1,
     2,
@@ -199,6 +226,7 @@ function packB(e: Elem): Func {
     11,
     12,
     13,
+    14,
   ];
   const s = SHIFT[e];
   const scalarElem: Code = [
@@ -223,7 +251,7 @@ function packB(e: Elem): Func {
         I.i32(s),
         I.shl,
         I.add,
-        loadScalar(e, h, v),
+        loadScalar(e, h, v, [vh, va, vt]),
         I.f32Store(),
       ],
       [I.get(dst), I.f32(0), I.f32Store()],
@@ -233,7 +261,9 @@ function packB(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
-  const half = (off: number): Code => [I.get(dst), widen4(e, addr, off, vh, vt), V.store(off * 4)];
+  const half = (
+    off: number,
+  ): Code => [I.get(dst), widen4(e, addr, off, vh, vt, va), V.store(off * 4)];
   const vectorRow: Code = [
     half(0),
     half(4),
@@ -261,7 +291,7 @@ function packB(e: Elem): Func {
   return {
     name: `packB${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128],
     body: [
       I.i32(0),
       I.set(jr),
@@ -399,6 +429,7 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   /** One A splat per k step, kept in registers for m = 1 (8 of them, in locals v0 + 9 …). */
   const hoist = m === 1;
   const splat = (u: number) => v0 + 9 + u;
+  const va = v0 + 9 + (hoist ? 8 : 0); // v128 scratch of the rounding element types
   const rowsDo = (f: (r: number) => Code): Code => {
     const out: Code[] = [I.get(c), I.set(row)];
     for (let r = 0; r < m; r++) out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
@@ -421,7 +452,7 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
         V.and,
         I.set(b1),
       ]
-      : [widen4(e, bp, 0, vh, vt), I.set(b0), widen4(e, bp, 4, vh, vt), I.set(b1)];
+      : [widen4(e, bp, 0, vh, vt, va), I.set(b0), widen4(e, bp, 4, vh, vt, va), I.set(b1)];
     for (let r = 0; r < m; r++) {
       if (u >= 0 && hoist) out.push(I.get(splat(u)), I.set(sp));
       else {out.push(
@@ -507,6 +538,7 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
       T.i32,
       T.i32,
       ...new Array(hoist ? CHUNK : 0).fill(T.v128),
+      T.v128,
     ],
     // A full chunk of 8 k steps is unrolled (static A offsets); a shorter one loops.
     body: [I.get(kc), I.i32(CHUNK), I.eq, I.ifElse(unrolled, generic)],
@@ -715,19 +747,20 @@ function tieScan(e: Elem): Func {
  */
 function dot64(ea: Elem, eb: Elem): Func {
   const [a, sa, b, sb, k, acc, h, v] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const x: Scratch = [8, 9, 10];
   return {
     name: `dot${ea}${eb}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32],
     results: [T.f64],
-    locals: [T.f64, T.i32, T.i32],
+    locals: [T.f64, T.i32, T.i32, T.v128, T.v128, T.v128],
     body: [
       whileLoop([I.get(k), I.i32(0), I.gtS], [
         I.get(acc),
         I.get(a),
-        loadScalar(ea, h, v),
+        loadScalar(ea, h, v, x),
         I.f64FromF32,
         I.get(b),
-        loadScalar(eb, h, v),
+        loadScalar(eb, h, v, x),
         I.f64FromF32,
         I.f64Mul,
         I.f64Add,
@@ -778,7 +811,7 @@ export function gemmModuleBytes(
   f16TableAt = 0,
 ): Uint8Array<ArrayBuffer> {
   f16Table = f16TableAt;
-  const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
+  const elems = [ELEM.f32, ELEM.bf16, ELEM.f16, ELEM.f32bf16, ELEM.f32f16];
   const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
   const narrows = [ELEM.bf16, ELEM.f16].flatMap((e) => [narrowOut(e), tieScan(e)]);
   const dots = elems.flatMap((ea) => elems.map((eb) => dot64(ea, eb)));

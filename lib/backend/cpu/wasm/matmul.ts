@@ -12,10 +12,13 @@
  * add, identical on every machine. Either way each output is within the f32 accumulation bound
  * |err| ≤ k·u·Σ|a||b| (u = 2^−24) of the exact sum.
  *
+ * `MatmulGeometry.aCast` / `bCast` round an f32 operand to f16/bf16 as the packers read it (the
+ * same f32 values a cast operand widens to), so the result is that of casting first, bitwise.
+ *
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
-import { batchOffset } from "../matmul.ts";
+import { batchOffset, checkCasts } from "../matmul.ts";
 import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
@@ -138,6 +141,12 @@ export function wasmMatmulInfo():
 
 const ELEMS: Partial<Record<DType, Elem>> = { f32: ELEM.f32, bf16: ELEM.bf16, f16: ELEM.f16 };
 
+/** The packers' element code of an operand of `type`, rounded to `cast` (f16/bf16) if set. */
+function elemOf(type: DType, cast: DType | undefined): Elem | undefined {
+  if (cast === undefined) return ELEMS[type];
+  return cast === "f16" ? ELEM.f32f16 : ELEM.f32bf16;
+}
+
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
 
@@ -207,7 +216,8 @@ export function wasmMatmul(
   outType: DType,
   out: number,
 ): void {
-  const ae = ELEMS[aType], be = ELEMS[bType];
+  checkCasts(aType, bType, g);
+  const ae = elemOf(aType, g.aCast), be = elemOf(bType, g.bCast);
   if (ae === undefined || be === undefined || ELEMS[outType] === undefined) {
     throw new TypeError(`matmul: no WebAssembly kernel for ${aType} @ ${bType} → ${outType}`);
   }

@@ -60,7 +60,9 @@ export function runRegion(
   const MC = 48, KC = 512, NC = 1024, MR = 6, NR = 8;
   const m = J[o], k = J[o + 1], n = J[o + 2], ta = J[o + 3], tb = J[o + 4];
   const packA = ex["packA" + J[o + 5]], packB = ex["packB" + J[o + 6]];
-  const sa = J[o + 5] === 0 ? 4 : 2, sb = J[o + 6] === 0 ? 4 : 2;
+  // Element codes 0, 3, 4 read f32 (3, 4: rounded to bf16 / f16 while packed), 1, 2 16 bits.
+  const sa = J[o + 5] === 1 || J[o + 5] === 2 ? 2 : 4,
+    sb = J[o + 6] === 1 || J[o + 6] === 2 ? 2 : 4;
   const need = J[o + 19] * 65536;
   let buf = memory.buffer;
   for (let spin = 0; buf.byteLength < need; spin++) {
