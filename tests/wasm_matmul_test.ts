@@ -10,7 +10,14 @@ import assert from "node:assert/strict";
 import fc from "./fc.ts";
 import type { Arg, Handle, MatmulGeometry } from "../lib/backend/backend.ts";
 import { cpu } from "../lib/backend/cpu/cpu.ts";
-import { decode, type DType, encode, roundTo, type Storage } from "../lib/dtype.ts";
+import {
+  decode,
+  type DType,
+  encode,
+  f16BitsToNumber,
+  roundTo,
+  type Storage,
+} from "../lib/dtype.ts";
 import { closeCpuThreads, setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
 import * as nb from "../mod.ts";
 import { rng as mulberry32 } from "./rng.ts";
@@ -561,3 +568,27 @@ Deno.test("wasm matmul: f32 → f16/bf16 output rounding matches lib/dtype.ts bi
     }
   }
 });
+
+wasmTest(
+  "wasm matmul: every f16 bit pattern widens exactly (skinny, packed, transposed B)",
+  async () => {
+    // [1] @ b = 1·b + 0 = b exactly (−0 → +0), for each of the 65536 f16 values of b.
+    const bits = Uint16Array.from({ length: 65536 }, (_, h) => h);
+    const want = Array.from(bits, (h) => f16BitsToNumber(h) + 0);
+    const ones = (m: number) => encode("f16", new Array(m).fill(1));
+    for (const [m, transB] of [[1, false], [4, false], [7, false], [7, true]] as const) {
+      const c = big(m, 1, 65536, { at: "f16", bt: "f16", transB });
+      const out = await run(c, ones(m), bits);
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < 65536; j++) {
+          const got = out[i * 65536 + j], w = want[j];
+          if (!(Object.is(got, w) || (w !== w && got !== got))) {
+            assert.fail(
+              `m = ${m}, transB ${transB}: f16 bits ${j.toString(16)} → ${got}, want ${w}`,
+            );
+          }
+        }
+      }
+    }
+  },
+);

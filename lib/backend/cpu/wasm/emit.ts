@@ -122,6 +122,11 @@ export const V = {
   i32x4LtU: simd(0x3a),
   anyTrue: simd(0x53),
   i32x4ShrU: simd(0xad),
+  i32x4ShrS: simd(0xac),
+  i16x8Eq: simd(0x2d),
+  /** Lanes of two i32x4 picked by index (0–3: the first, 4–7: the second; `i8x16.shuffle`). */
+  i32x4Shuffle: (lanes: readonly number[]): Code =>
+    simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])),
   i32x4Add: simd(0xae),
   i32x4Sub: simd(0xb1),
   /** Saturating narrow of two i32x4 to u16 lanes (`i16x8.narrow_i32x4_u`). */

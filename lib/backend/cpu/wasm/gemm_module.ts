@@ -14,6 +14,9 @@
  */
 import { type Code, type Func, I, T, V, wasmModule } from "./emit.ts";
 
+/** An i32x4 constant splat. */
+const k4 = (v: number): Code => [I.i32(v), V.i32x4Splat];
+
 /** Micro-tile rows and columns. */
 export const MR = 6;
 /** Micro-tile columns. */
@@ -121,6 +124,52 @@ export function f16x4(h: number, t: number): Code {
     I.i32(16),
     V.i32x4Shl,
     V.or,
+  ];
+}
+
+/** Fast half of {@link f16x8}: f16 bits in the high half of i32 lanes, finite values only. */
+const f16HighFinite: Code = [
+  I.i32(3),
+  V.i32x4ShrS, // sign smeared over bits 31..28, |h| at bits 27..13
+  k4(0x8fffffff - 2 ** 32),
+  V.and,
+  I.f32(2 ** 112),
+  V.f32x4Splat,
+  V.f32x4Mul, // exact: the f16 value's f32 bits, scaled by 2^-112, rescaled
+];
+
+/**
+ * Eight f16 values (v128 in local `x`) widened to two f32x4: even lanes (0 2 4 6) to local `e`,
+ * odd lanes (1 3 5 7) to `o`. Finite values take 4 operations per 4 lanes (each 16 bits moved to
+ * the high half, shifted into f32 place with the sign, scaled by 2^112, exact for subnormals);
+ * a vector that holds an Inf or NaN is redone by {@link f16x4}, bit for bit the same values.
+ */
+export function f16x8(x: number, e: number, o: number, t: number): Code {
+  const special: Code = [I.get(x), k4(0x7c007c00), V.and, k4(0x7c007c00), V.i16x8Eq, V.anyTrue];
+  return [
+    I.get(x),
+    I.i32(16),
+    V.i32x4Shl,
+    f16HighFinite,
+    I.set(e),
+    I.get(x),
+    k4(-65536),
+    V.and,
+    f16HighFinite,
+    I.set(o),
+    special,
+    I.if(
+      I.get(x),
+      k4(0xffff),
+      V.and,
+      f16x4(e, t),
+      I.set(e),
+      I.get(x),
+      I.i32(16),
+      V.i32x4ShrU,
+      f16x4(o, t),
+      I.set(o),
+    ),
   ];
 }
 
@@ -417,8 +466,8 @@ function kernel(fma: boolean): Func {
  * `e`, rows `ldb` bytes apart) without packing, 8 columns per block, against a packed A panel
  * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks. The
  * same multiply-add sequence per output as {@link kernel}, so results are identical. For bf16
- * (e = 1) each 8-column block of C is kept in the order 0 2 4 6 1 3 5 7 (see
- * {@link SKINNY_PERMUTED}).
+ * and f16 (e = 1, 2: 8 values loaded at once, split into even and odd lanes) each 8-column block
+ * of C is kept in the order 0 2 4 6 1 3 5 7 (see {@link SKINNY_PERMUTED}).
  */
 function skinny(m: number, e: Elem, fma: boolean): Func {
   const [a, b, ldb, c, ldc, kc, blocks, first] = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -439,7 +488,9 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   const step = (u: number): Code => {
     // bf16: one load of 8 values; even columns by a shift, odd ones by a mask (C blocks are
     // then held as columns 0 2 4 6 | 1 3 5 7, restored by the caller at the end).
-    const out: Code[] = e === ELEM.bf16
+    const out: Code[] = e === ELEM.f16
+      ? [I.get(bp), V.load(0), I.set(vh), f16x8(vh, b0, b1, vt)]
+      : e === ELEM.bf16
       ? [
         I.get(bp),
         V.load(0),
@@ -544,9 +595,6 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
     body: [I.get(kc), I.i32(CHUNK), I.eq, I.ifElse(unrolled, generic)],
   };
 }
-
-/** An i32x4 constant splat. */
-const k4 = (v: number): Code => [I.i32(v), V.i32x4Splat];
 
 /**
  * f32 bits (v128 in local `w`) rounded to nearest even as bf16 bits in i32x4 lanes: the RNE bit
@@ -783,8 +831,8 @@ function dot64(ea: Elem, eb: Elem): Func {
   };
 }
 
-/** Skinny kernels of this element type leave C blocks as columns 0 2 4 6 1 3 5 7. */
-export const SKINNY_PERMUTED: Elem = ELEM.bf16;
+/** Skinny kernels of these element types leave C blocks as columns 0 2 4 6 1 3 5 7. */
+export const SKINNY_PERMUTED: readonly Elem[] = [ELEM.bf16, ELEM.f16];
 
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;

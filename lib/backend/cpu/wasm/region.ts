@@ -99,8 +99,8 @@ export function runRegion(
         for (let c = 0; c < tail; c++) F[c0 + r * n + c] = F[t0 + r * NR + c];
       }
     }
-    if (J[o + 6] === 1) {
-      // bf16 blocks were accumulated as columns 0 2 4 6 1 3 5 7: restore the order.
+    if (J[o + 6] === 1 || J[o + 6] === 2) {
+      // bf16 and f16 blocks were accumulated as columns 0 2 4 6 1 3 5 7: restore the order.
       const t = new Float32Array(8);
       for (let r = 0; r < m; r++) {
         for (let x = (cP >>> 2) + r * n + j0, end = x + blocks * NR; x < end; x += NR) {
