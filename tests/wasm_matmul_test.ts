@@ -570,7 +570,7 @@ Deno.test("wasm matmul: f32 → f16/bf16 output rounding matches lib/dtype.ts bi
 });
 
 wasmTest(
-  "wasm matmul: every f16 bit pattern widens exactly (skinny, packed, transposed B)",
+  "wasm matmul: every f16 bit pattern widens exactly (as A; as B skinny, packed, transposed)",
   async () => {
     // [1] @ b = 1·b + 0 = b exactly (−0 → +0), for each of the 65536 f16 values of b.
     const bits = Uint16Array.from({ length: 65536 }, (_, h) => h);
@@ -587,6 +587,16 @@ wasmTest(
               `m = ${m}, transB ${transB}: f16 bits ${j.toString(16)} → ${got}, want ${w}`,
             );
           }
+        }
+      }
+    }
+    // As A (packed in panels of 6 contiguous rows): a @ [[1]] = a.
+    for (const transA of [false, true]) {
+      const out = await run(big(65536, 1, 1, { at: "f16", bt: "f16", transA }), bits, ones(1));
+      for (let i = 0; i < 65536; i++) {
+        const got = out[i], w = want[i];
+        if (!(Object.is(got, w) || (w !== w && got !== got))) {
+          assert.fail(`A, transA ${transA}: f16 bits ${i.toString(16)} → ${got}, want ${w}`);
         }
       }
     }

@@ -189,7 +189,7 @@ const whileLoop = (cond: Code, body: Code): Code =>
 
 /**
  * `packA(base, si, sq, mc, kc, dst)`: A(i, q) is at `base + (i·si + q·sq)·size`; writes
- * ⌈mc/6⌉ panels `[kc][6]`.
+ * ⌈mc/6⌉ panels `[kc][6]`. Whole panels of contiguous rows (si = 1) take a vector path.
  */
 function packA(e: Elem): Func {
   const [base, si, sq, mc, kc, dst, ir, p, r, h, v] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -227,25 +227,65 @@ function packA(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
+  const addr = 14;
+  // Rows contiguous (si = 1, A stored transposed) and a whole panel: 4 values in SIMD, 2 scalar.
+  const scalarAt = (r: number): Code => [
+    I.get(dst),
+    I.get(addr),
+    I.i32(r << s),
+    I.add,
+    loadScalar(e, h, v, x),
+    I.f32Store(4 * r),
+  ];
+  const vectorStep: Code = [
+    I.get(dst),
+    widen4(e, addr, 0, x[0], x[2], x[1]),
+    V.store(0),
+    scalarAt(4),
+    scalarAt(5),
+    I.get(dst),
+    I.i32(4 * MR),
+    I.add,
+    I.set(dst),
+    I.get(addr),
+    I.get(sq),
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+  ];
+  const scalarStep: Code = [
+    I.i32(0),
+    I.set(r),
+    whileLoop([I.get(r), I.i32(MR), I.ltS], [elem, I.get(r), I.i32(1), I.add, I.set(r)]),
+  ];
+  const steps = (step: Code): Code => [
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [step, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
   return {
     name: `packA${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.i32],
     body: [
       I.i32(0),
       I.set(ir),
       whileLoop([I.get(ir), I.get(mc), I.ltS], [
-        I.i32(0),
-        I.set(p),
-        whileLoop([I.get(p), I.get(kc), I.ltS], [
-          I.i32(0),
-          I.set(r),
-          whileLoop([I.get(r), I.i32(MR), I.ltS], [elem, I.get(r), I.i32(1), I.add, I.set(r)]),
-          I.get(p),
-          I.i32(1),
-          I.add,
-          I.set(p),
-        ]),
+        I.get(si),
+        I.i32(1),
+        I.eq,
+        I.get(ir),
+        I.i32(MR),
+        I.add,
+        I.get(mc),
+        I.gtS,
+        I.eqz, // ir + 6 <= mc
+        I.and,
+        I.ifElse(
+          [I.get(base), I.get(ir), I.i32(s), I.shl, I.add, I.set(addr), steps(vectorStep)],
+          steps(scalarStep),
+        ),
         I.get(ir),
         I.i32(MR),
         I.add,
