@@ -324,6 +324,8 @@ wasmTest(
       big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
       big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
       big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
+      big(300, 64, 301, { ot: "f16" }), // rounding to f16 split too (≥ 2^15 outputs)
+      big(301, 64, 300, { at: "bf16", bt: "bf16", ot: "bf16" }),
     ];
     const r = mulberry32(11);
     const data = cases.map((c) => operands(c, () => r() * 2 - 1));

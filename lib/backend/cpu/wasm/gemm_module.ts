@@ -353,9 +353,26 @@ function packB(e: Elem): Func {
   const half = (
     off: number,
   ): Code => [I.get(dst), widen4(e, addr, off, vh, vt, va), V.store(off * 4)];
+  const vo = 15;
+  // f16: 8 values in one load, widened as even and odd lanes, re-interleaved.
+  const eight: Code = [
+    I.get(addr),
+    V.load(0),
+    I.set(vh),
+    f16x8(vh, va, vo, vt),
+    I.get(dst),
+    I.get(va),
+    I.get(vo),
+    V.i32x4Shuffle([0, 4, 1, 5]),
+    V.store(0),
+    I.get(dst),
+    I.get(va),
+    I.get(vo),
+    V.i32x4Shuffle([2, 6, 3, 7]),
+    V.store(16),
+  ];
   const vectorRow: Code = [
-    half(0),
-    half(4),
+    e === ELEM.f16 ? eight : [half(0), half(4)],
     I.get(dst),
     I.i32(32),
     I.add,
@@ -380,7 +397,7 @@ function packB(e: Elem): Func {
   return {
     name: `packB${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128],
+    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.v128],
     body: [
       I.i32(0),
       I.set(jr),
