@@ -108,6 +108,8 @@ export const V = {
   /** Load 4 u16 lanes and zero-extend them to i32x4 (`v128.load16x4_u`). */
   load16x4u: (offset = 0): Code => simd(0x04, 3, ...uleb(offset)),
   store: (offset = 0): Code => simd(0x0b, 4, ...uleb(offset)),
+  /** Store 64-bit lane `lane` of a v128 (`v128.store64_lane`). */
+  store64Lane: (offset: number, lane: number): Code => simd(0x5b, 3, ...uleb(offset), lane),
   zero: (): Code => simd(0x0c, ...new Array(16).fill(0)),
   i32x4Splat: simd(0x11),
   f32x4Splat: simd(0x13),

@@ -187,6 +187,64 @@ function widen4(e: Elem, addr: number, off: number, vh: number, vt: number, va: 
 const whileLoop = (cond: Code, body: Code): Code =>
   I.block(I.loop(cond, I.eqz, I.brIf(1), body, I.br(0)));
 
+/** Locals of {@link transposed4}: i32 `addr`, `stride`, `tmp`; v128 `v` (6) and scratch (3). */
+interface TLocals {
+  readonly addr: number;
+  readonly stride: number;
+  readonly tmp: number;
+  readonly v: readonly number[];
+  readonly x: Scratch;
+}
+
+/**
+ * Four steps along q of `lines` (6 or 8) operand lines, line l at `addr + l·stride` bytes, its
+ * 4 values contiguous: widened and transposed in SIMD into 4 packed rows of `lines` f32 at `dst`
+ * (`4·lines` bytes apart): lines 0–3 and 4–7 as 4×4 transposes, lines 4–5 of 6 as 64-bit pairs.
+ */
+function transposed4(e: Elem, lines: number, dst: number, L: TLocals): Code {
+  const [v0, v1, v2, v3, t0, t1] = L.v;
+  const [vh, va, vt] = L.x;
+  const pitch = 4 * lines;
+  const load = (l: number, to: number): Code => [
+    I.get(L.addr),
+    I.get(L.stride),
+    I.i32(l),
+    I.mul,
+    I.add,
+    I.set(L.tmp),
+    widen4(e, L.tmp, 0, vh, vt, va),
+    I.set(to),
+  ];
+  const sh = (
+    a: number,
+    b: number,
+    lanes: number[],
+  ): Code => [I.get(a), I.get(b), V.i32x4Shuffle(lanes)];
+  const lo = [0, 4, 1, 5], hi = [2, 6, 3, 7], lo2 = [0, 1, 4, 5], hi2 = [2, 3, 6, 7];
+  const out: Code[] = [];
+  for (let g = 0; g * 4 + 4 <= lines; g++) {
+    const l0 = 4 * g;
+    out.push(load(l0, v0), load(l0 + 1, v1), load(l0 + 2, v2), load(l0 + 3, v3));
+    out.push(sh(v0, v1, lo), I.set(t0), sh(v0, v1, hi), I.set(t1));
+    out.push(sh(v2, v3, lo), I.set(v0), sh(v2, v3, hi), I.set(v1));
+    const st = (t: number, a: number, b: number, lanes: number[]): Code => [
+      I.get(dst),
+      sh(a, b, lanes),
+      V.store(t * pitch + 16 * g),
+    ];
+    out.push(st(0, t0, v0, lo2), st(1, t0, v0, hi2), st(2, t1, v1, lo2), st(3, t1, v1, hi2));
+  }
+  if (lines % 4 === 2) {
+    const l0 = lines - 2, off = 4 * l0;
+    out.push(load(l0, v0), load(l0 + 1, v1));
+    out.push(sh(v0, v1, lo), I.set(t0), sh(v0, v1, hi), I.set(t1));
+    for (let t = 0; t < 4; t++) {
+      out.push(I.get(dst), I.get(t < 2 ? t0 : t1), V.store64Lane(t * pitch + off, t % 2));
+    }
+  }
+  return out;
+}
+
 /**
  * `packA(base, si, sq, mc, kc, dst)`: A(i, q) is at `base + (i·si + q·sq)·size`; writes
  * ⌈mc/6⌉ panels `[kc][6]`. Whole panels of contiguous rows (si = 1) take a vector path.
@@ -264,10 +322,48 @@ function packA(e: Elem): Func {
     I.set(p),
     whileLoop([I.get(p), I.get(kc), I.ltS], [step, I.get(p), I.i32(1), I.add, I.set(p)]),
   ];
+  // Values contiguous along q (sq = 1, A not transposed) and a whole panel: 4 steps at a time
+  // in SIMD (a 4×4 transpose and a pair), the last kc % 4 steps scalar.
+  const TL: TLocals = { addr, stride: 15, tmp: 16, v: [17, 18, 19, 20, 21, 22], x };
+  const transposedSteps: Code = [
+    I.get(base),
+    I.get(ir),
+    I.get(si),
+    I.mul,
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+    I.get(si),
+    I.i32(s),
+    I.shl,
+    I.set(TL.stride),
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.i32(4), I.add, I.get(kc), I.gtS, I.eqz], [
+      transposed4(e, MR, dst, TL),
+      I.get(dst),
+      I.i32(16 * MR),
+      I.add,
+      I.set(dst),
+      I.get(addr),
+      I.i32(4 << s),
+      I.add,
+      I.set(addr),
+      I.get(p),
+      I.i32(4),
+      I.add,
+      I.set(p),
+    ]),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [scalarStep, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
   return {
     name: `packA${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.i32],
+    locals: [
+      ...[T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.i32, T.i32, T.i32],
+      ...new Array(6).fill(T.v128),
+    ],
     body: [
       I.i32(0),
       I.set(ir),
@@ -284,7 +380,19 @@ function packA(e: Elem): Func {
         I.and,
         I.ifElse(
           [I.get(base), I.get(ir), I.i32(s), I.shl, I.add, I.set(addr), steps(vectorStep)],
-          steps(scalarStep),
+          [
+            I.get(sq),
+            I.i32(1),
+            I.eq,
+            I.get(ir),
+            I.i32(MR),
+            I.add,
+            I.get(mc),
+            I.gtS,
+            I.eqz,
+            I.and,
+            I.ifElse(transposedSteps, steps(scalarStep)),
+          ],
         ),
         I.get(ir),
         I.i32(MR),
@@ -394,10 +502,48 @@ function packB(e: Elem): Func {
     I.set(p),
     whileLoop([I.get(p), I.get(kc), I.ltS], [row, I.get(p), I.i32(1), I.add, I.set(p)]),
   ];
+  // Columns contiguous along q (sq = 1, B transposed) and a whole panel: 4 steps at a time in
+  // SIMD (two 4×4 transposes), the last kc % 4 steps scalar.
+  const TL: TLocals = { addr, stride: 16, tmp: 17, v: [18, 19, 20, 21, 22, 23], x: [vh, va, vt] };
+  const transposedRows: Code = [
+    I.get(base),
+    I.get(jr),
+    I.get(sj),
+    I.mul,
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+    I.get(sj),
+    I.i32(s),
+    I.shl,
+    I.set(TL.stride),
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.i32(4), I.add, I.get(kc), I.gtS, I.eqz], [
+      transposed4(e, NR, dst, TL),
+      I.get(dst),
+      I.i32(16 * NR),
+      I.add,
+      I.set(dst),
+      I.get(addr),
+      I.i32(4 << s),
+      I.add,
+      I.set(addr),
+      I.get(p),
+      I.i32(4),
+      I.add,
+      I.set(p),
+    ]),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [scalarRow, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
   return {
     name: `packB${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.v128],
+    locals: [
+      ...[T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.v128, T.i32, T.i32],
+      ...new Array(6).fill(T.v128),
+    ],
     body: [
       I.i32(0),
       I.set(jr),
@@ -422,7 +568,19 @@ function packB(e: Elem): Func {
             I.set(addr),
             rows(vectorRow),
           ],
-          rows(scalarRow),
+          [
+            I.get(sq),
+            I.i32(1),
+            I.eq,
+            I.get(jr),
+            I.i32(NR),
+            I.add,
+            I.get(nc),
+            I.gtS,
+            I.eqz, // jr + 8 <= nc
+            I.and,
+            I.ifElse(transposedRows, rows(scalarRow)),
+          ],
         ),
         I.get(jr),
         I.i32(NR),
