@@ -233,3 +233,60 @@ Deno.test("matmul: a folded cast of a non-f32 operand or to a non-16-bit dtype i
     cpu.free(h, "f16", 2);
   }
 });
+
+Deno.test("matmul with a folded cast rounds like lib/dtype.ts: 2^17 f32 bit patterns, A and B", async () => {
+  // [1] @ round(b) = round(b) exactly (−0 → +0): each output is the operand's rounded value.
+  const r = mulberry32(3);
+  const n = 1 << 17;
+  const u = Uint32Array.from({ length: n }, (_, i) => {
+    if (i < 4096) return (i & 1 ? 0x80000000 : 0) | ((0x33000000 + (i >> 1) * 0x3000) >>> 0);
+    return (r() * 2 ** 32) >>> 0; // every exponent, NaNs and Infs included
+  });
+  u.set([0x477fefff, 0x477ff000, 0x477ff001, 0x38800000, 0x387fffff, 0x33000000, 0x33000001]);
+  const x = new Float32Array(u.buffer);
+  const one = cpu.upload("f32", new Float32Array(8).fill(1));
+  const hx = cpu.upload("f32", x);
+  try {
+    for (const d of ["f16", "bf16"] as const) {
+      const want = Array.from(x, (v) => roundTo(d, v) + 0);
+      const layouts = [
+        { m: 1, n, transA: false, transB: false, asA: false }, // skinny, B streamed
+        { m: 7, n, transA: false, transB: false, asA: false }, // packed rows of B
+        { m: 7, n, transA: false, transB: true, asA: false }, // B transposed
+        { m: n, n: 1, transA: false, transB: false, asA: true }, // A, 4×4 transposes
+        { m: n, n: 1, transA: true, transB: false, asA: true }, // A transposed: contiguous
+      ];
+      for (const l of layouts) {
+        const g: MatmulGeometry = {
+          batch: 1,
+          m: l.m,
+          k: 1,
+          n: l.n,
+          batchShape: [],
+          aBatchStride: [],
+          bBatchStride: [],
+          transA: l.transA,
+          transB: l.transB,
+          ...(l.asA ? { aCast: d } : { bCast: d }),
+        };
+        const a = l.asA ? arg(hx, "f32", n) : arg(one, "f32", l.m);
+        const b = l.asA ? arg(one, "f32", 1) : arg(hx, "f32", n);
+        const h = cpu.matmul(a, b, g, "f32");
+        const got = await cpu.read(arg(h, "f32", l.m * l.n)) as Float32Array;
+        cpu.free(h, "f32", l.m * l.n);
+        for (let i = 0; i < got.length; i++) {
+          const w = want[i % n];
+          if (!(Object.is(got[i], w) || (w !== w && got[i] !== got[i]))) {
+            assert.fail(
+              `${d} ${JSON.stringify(l)}: ${x[i % n]} (bits ${u[i % n].toString(16)}) → ${
+                got[i]
+              }, want ${w}`,
+            );
+          }
+        }
+      }
+    }
+  } finally {
+    cpu.free(one, "f32", 8), cpu.free(hx, "f32", n);
+  }
+});

@@ -135,6 +135,7 @@ export const V = {
   i16x8NarrowU: simd(0x86),
   i32x4Shl: simd(0xab),
   f32x4Add: simd(0xe4),
+  f32x4Sub: simd(0xe5),
   f32x4Mul: simd(0xe6),
   /** `a·b + c`, fused or not as the machine decides (relaxed SIMD). */
   f32x4RelaxedMadd: simd(0x105),

@@ -37,11 +37,85 @@ type Scratch = readonly [w: number, a: number, t: number];
 
 /**
  * The f32x4 on the stack rounded to bf16 (e = 3) or f16 (e = 4) and widened back to f32x4
- * exactly (NaN → the quiet NaN of lib/dtype.ts with its sign, overflow → ±Inf).
+ * exactly, in the f32 bit domain (NaN → the quiet NaN of lib/dtype.ts with its sign, overflow →
+ * ±Inf): bf16 and normal f16 results by the RNE rounding add of the dropped 16 / 13 bits, f16
+ * subnormal ones by the exact f32 sum (|x| + 0.5) − 0.5 (whose rounding step, 2^−24, is the f16
+ * subnormal step). The same values as rounding to bf16/f16 bits and widening them.
  */
 function roundedF32x4(e: Elem, [w, a, t]: Scratch): Code {
-  if (e === ELEM.f32bf16) return [I.set(w), bf16Lanes(w), I.i32(16), V.i32x4Shl];
-  return [I.set(w), f16Lanes(w, a, t), f16x4(w, t)];
+  const sign: Code = [I.get(w), k4(0x80000000 - 2 ** 32), V.and, V.or];
+  const nan = (abs: number): Code => [
+    k4(0x7fc00000),
+    I.get(t),
+    abs < 0 ? [I.get(w), k4(0x7fffffff), V.and] : I.get(abs),
+    k4(0x7f800000),
+    V.i32x4GtS,
+    V.bitselect,
+  ];
+  if (e === ELEM.f32bf16) {
+    return [
+      I.set(w),
+      // (w + 0x7fff + ((w >>> 16) & 1)) & 0xffff0000, then NaN
+      I.get(w),
+      k4(0x7fff),
+      V.i32x4Add,
+      I.get(w),
+      I.i32(16),
+      V.i32x4ShrU,
+      k4(1),
+      V.and,
+      V.i32x4Add,
+      k4(-65536),
+      V.and,
+      k4(0x7fffffff),
+      V.and,
+      I.set(t),
+      nan(-1),
+      sign,
+    ];
+  }
+  return [
+    I.set(w),
+    I.get(w),
+    k4(0x7fffffff),
+    V.and,
+    I.set(a),
+    // subnormal: (|x| + 0.5) − 0.5
+    I.get(a),
+    I.f32(0.5),
+    V.f32x4Splat,
+    V.f32x4Add,
+    I.f32(0.5),
+    V.f32x4Splat,
+    V.f32x4Sub,
+    // normal: (a + 0xfff + ((a >>> 13) & 1)) & 0xffffe000
+    I.get(a),
+    k4(0xfff),
+    V.i32x4Add,
+    I.get(a),
+    I.i32(13),
+    V.i32x4ShrU,
+    k4(1),
+    V.and,
+    V.i32x4Add,
+    k4(-8192),
+    V.and,
+    k4(0x38800000),
+    I.get(a),
+    V.i32x4GtS, // a < 2^−14
+    V.bitselect,
+    I.set(t),
+    // ≥ 65520 → Inf
+    k4(0x7f800000),
+    I.get(t),
+    I.get(a),
+    k4(0x477ff000 - 1),
+    V.i32x4GtS,
+    V.bitselect,
+    I.set(t),
+    nan(a),
+    sign,
+  ];
 }
 
 /**
@@ -405,7 +479,8 @@ function packA(e: Elem): Func {
 
 /**
  * `packB(base, sq, sj, kc, nc, dst)`: B(q, j) is at `base + (q·sq + j·sj)·size`; writes
- * ⌈nc/8⌉ panels `[kc][8]`. Rows of 8 contiguous columns (sj = 1) take a vector path.
+ * ⌈nc/8⌉ panels `[kc][8]`. Rows of contiguous columns (sj = 1) take a vector path, row by
+ * row across the whole panels; contiguous columns (sq = 1) are transposed in SIMD.
  */
 function packB(e: Elem): Func {
   const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt, va] = [
@@ -458,9 +533,14 @@ function packB(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
-  const half = (
-    off: number,
-  ): Code => [I.get(dst), widen4(e, addr, off, vh, vt, va), V.store(off * 4)];
+  // Rows of whole panels (sj = 1): row p of every panel in turn, so B is read row by row
+  // (the panel of columns jr..jr+7 starts at dst + jr·kc·4; its row p at + p·32).
+  const d = 24;
+  const half = (off: number): Code => [
+    I.get(d),
+    widen4(e, addr, off, vh, vt, va),
+    V.store(off * 4),
+  ];
   const vo = 15;
   // f16: 8 values in one load, widened as even and odd lanes, re-interleaved.
   const eight: Code = [
@@ -468,29 +548,71 @@ function packB(e: Elem): Func {
     V.load(0),
     I.set(vh),
     f16x8(vh, va, vo, vt),
-    I.get(dst),
+    I.get(d),
     I.get(va),
     I.get(vo),
     V.i32x4Shuffle([0, 4, 1, 5]),
     V.store(0),
-    I.get(dst),
+    I.get(d),
     I.get(va),
     I.get(vo),
     V.i32x4Shuffle([2, 6, 3, 7]),
     V.store(16),
   ];
-  const vectorRow: Code = [
-    e === ELEM.f16 ? eight : [half(0), half(4)],
+  const panelRows: Code = [
+    I.get(nc),
+    I.i32(-NR),
+    I.and,
+    I.set(jr), // whole panels end here
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [
+      I.get(base),
+      I.get(p),
+      I.get(sq),
+      I.mul,
+      I.i32(s),
+      I.shl,
+      I.add,
+      I.set(addr),
+      I.get(dst),
+      I.get(p),
+      I.i32(4 * NR),
+      I.mul,
+      I.add,
+      I.set(d),
+      I.i32(0),
+      I.set(c),
+      whileLoop([I.get(c), I.get(jr), I.ltS], [
+        e === ELEM.f16 ? eight : [half(0), half(4)],
+        I.get(addr),
+        I.i32(NR << s),
+        I.add,
+        I.set(addr),
+        I.get(d),
+        I.get(kc),
+        I.i32(4 * NR),
+        I.mul,
+        I.add,
+        I.set(d),
+        I.get(c),
+        I.i32(NR),
+        I.add,
+        I.set(c),
+      ]),
+      I.get(p),
+      I.i32(1),
+      I.add,
+      I.set(p),
+    ]),
     I.get(dst),
-    I.i32(32),
+    I.get(jr),
+    I.get(kc),
+    I.mul,
+    I.i32(4),
+    I.mul,
     I.add,
     I.set(dst),
-    I.get(addr),
-    I.get(sq),
-    I.i32(s),
-    I.shl,
-    I.add,
-    I.set(addr),
   ];
   const scalarRow: Code = [
     I.i32(0),
@@ -543,45 +665,27 @@ function packB(e: Elem): Func {
     locals: [
       ...[T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.v128, T.i32, T.i32],
       ...new Array(6).fill(T.v128),
+      T.i32,
     ],
     body: [
       I.i32(0),
       I.set(jr),
+      I.get(sj),
+      I.i32(1),
+      I.eq,
+      I.if(panelRows),
       whileLoop([I.get(jr), I.get(nc), I.ltS], [
-        I.get(sj),
+        I.get(sq),
         I.i32(1),
         I.eq,
         I.get(jr),
         I.i32(NR),
         I.add,
         I.get(nc),
-        I.ltS,
+        I.gtS,
         I.eqz, // jr + 8 <= nc
         I.and,
-        I.ifElse(
-          [
-            I.get(base),
-            I.get(jr),
-            I.i32(s),
-            I.shl,
-            I.add,
-            I.set(addr),
-            rows(vectorRow),
-          ],
-          [
-            I.get(sq),
-            I.i32(1),
-            I.eq,
-            I.get(jr),
-            I.i32(NR),
-            I.add,
-            I.get(nc),
-            I.gtS,
-            I.eqz, // jr + 8 <= nc
-            I.and,
-            I.ifElse(transposedRows, rows(scalarRow)),
-          ],
-        ),
+        I.ifElse(transposedRows, rows(scalarRow)),
         I.get(jr),
         I.i32(NR),
         I.add,
