@@ -2,7 +2,9 @@
  * The matmul kernels as WebAssembly bytes: a 6×8 f32 micro-kernel (12 v128 accumulators; V8
  * allocates xmm0–xmm14 only) and BLIS-style packers that widen f16/bf16 operands to f32 while
  * packing (bf16 is a shift; f16 an exact bit manipulation: the 15 low bits shifted into an f32
- * and scaled by 2^112, Inf/NaN patched), so the micro-kernel only ever sees f32.
+ * and scaled by 2^112, Inf/NaN patched), or round f32 operands to f16/bf16 values (a cast folded
+ * into the product), so the micro-kernel only ever sees f32. Packers move whole vectors: rows of
+ * B across all panels, contiguous lines through 4×4 shuffle transposes, A's contiguous rows.
  *
  * Packed layouts: an A panel holds 6 rows, `[kc][6]`; a B panel 8 columns, `[kc][8]`; both
  * zero-padded past the matrix edge. The micro-kernel reads `kc` steps of both panels and either
