@@ -10,7 +10,14 @@ import assert from "node:assert/strict";
 import fc from "./fc.ts";
 import type { Arg, Handle, MatmulGeometry } from "../lib/backend/backend.ts";
 import { cpu } from "../lib/backend/cpu/cpu.ts";
-import { decode, type DType, encode, roundTo, type Storage } from "../lib/dtype.ts";
+import {
+  decode,
+  type DType,
+  encode,
+  f16BitsToNumber,
+  roundTo,
+  type Storage,
+} from "../lib/dtype.ts";
 import { closeCpuThreads, setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
 import * as nb from "../mod.ts";
 import { rng as mulberry32 } from "./rng.ts";
@@ -317,6 +324,8 @@ wasmTest(
       big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
       big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
       big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
+      big(300, 64, 301, { ot: "f16" }), // rounding to f16 split too (≥ 2^15 outputs)
+      big(301, 64, 300, { at: "bf16", bt: "bf16", ot: "bf16" }),
     ];
     const r = mulberry32(11);
     const data = cases.map((c) => operands(c, () => r() * 2 - 1));
@@ -561,3 +570,37 @@ Deno.test("wasm matmul: f32 → f16/bf16 output rounding matches lib/dtype.ts bi
     }
   }
 });
+
+wasmTest(
+  "wasm matmul: every f16 bit pattern widens exactly (as A; as B skinny, packed, transposed)",
+  async () => {
+    // [1] @ b = 1·b + 0 = b exactly (−0 → +0), for each of the 65536 f16 values of b.
+    const bits = Uint16Array.from({ length: 65536 }, (_, h) => h);
+    const want = Array.from(bits, (h) => f16BitsToNumber(h) + 0);
+    const ones = (m: number) => encode("f16", new Array(m).fill(1));
+    for (const [m, transB] of [[1, false], [4, false], [7, false], [7, true]] as const) {
+      const c = big(m, 1, 65536, { at: "f16", bt: "f16", transB });
+      const out = await run(c, ones(m), bits);
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < 65536; j++) {
+          const got = out[i * 65536 + j], w = want[j];
+          if (!(Object.is(got, w) || (w !== w && got !== got))) {
+            assert.fail(
+              `m = ${m}, transB ${transB}: f16 bits ${j.toString(16)} → ${got}, want ${w}`,
+            );
+          }
+        }
+      }
+    }
+    // As A (packed in panels of 6 contiguous rows): a @ [[1]] = a.
+    for (const transA of [false, true]) {
+      const out = await run(big(65536, 1, 1, { at: "f16", bt: "f16", transA }), bits, ones(1));
+      for (let i = 0; i < 65536; i++) {
+        const got = out[i], w = want[i];
+        if (!(Object.is(got, w) || (w !== w && got !== got))) {
+          assert.fail(`A, transA ${transA}: f16 bits ${i.toString(16)} → ${got}, want ${w}`);
+        }
+      }
+    }
+  },
+);

@@ -1,7 +1,8 @@
 /**
- * Graph passes of `jit`: common subexpression elimination, dead code elimination and the split
- * into constants (computed once per compiled program) and per-call work. Each pass keeps the
- * order and the kernels of eager execution, so results stay bitwise equal.
+ * Graph passes of `jit`: casts folded into matmuls (on backends with `matmulCasts`), common
+ * subexpression elimination, dead code elimination and the split into constants (computed once
+ * per compiled program) and per-call work. Each pass keeps the order and the results of eager
+ * execution, so results stay bitwise equal.
  *
  * @module
  */
@@ -17,6 +18,45 @@ export interface Simplified {
   readonly constant: readonly boolean[];
   /** Consumers of each node (ids of nodes that read it). */
   readonly consumers: readonly number[][];
+}
+
+/**
+ * Rewrite `matmul(cast(x: f32 → f16|bf16), …)` into `matmul(x, …)` with `g.aCast` (and the same
+ * for `b` with `g.bCast`): the backend rounds `x` while it packs it, bitwise as the cast would
+ * (see `MatmulGeometry.aCast`). A cast that nothing else reads then dies in DCE, saving its
+ * kernel and its buffer. Only for backends whose `matmulCasts` is true.
+ *
+ * @example
+ * ```ts
+ * const g2 = foldMatmulCasts(graph); // same outputs, fewer cast nodes alive
+ * ```
+ */
+export function foldMatmulCasts(g: Graph): Graph {
+  const { nodes } = g;
+  const source = (id: number): number | undefined => {
+    const c = nodes[id];
+    if (c.op !== "cast" || (c.dtype !== "f16" && c.dtype !== "bf16")) return undefined;
+    return nodes[c.x].dtype === "f32" ? c.x : undefined;
+  };
+  let changed = false;
+  const out = nodes.map((n): Node => {
+    if (n.op !== "matmul") return n;
+    const a = n.g.aCast === undefined ? source(n.a) : undefined;
+    const b = n.g.bCast === undefined ? source(n.b) : undefined;
+    if (a === undefined && b === undefined) return n;
+    changed = true;
+    return {
+      ...n,
+      a: a ?? n.a,
+      b: b ?? n.b,
+      g: {
+        ...n.g,
+        ...(a === undefined ? {} : { aCast: nodes[n.a].dtype }),
+        ...(b === undefined ? {} : { bCast: nodes[n.b].dtype }),
+      },
+    };
+  });
+  return changed ? { nodes: out, outputs: g.outputs } : g;
 }
 
 const CONST_KEY_LIMIT = 4096;

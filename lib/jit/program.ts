@@ -14,7 +14,7 @@
 import type { Arg, Backend, Handle, Recording, View } from "../backend/backend.ts";
 import type { Key } from "../prng.ts";
 import { type Graph, inputsOf, type Node, type ViewRef } from "./graph.ts";
-import { type Simplified, simplify } from "./passes.ts";
+import { foldMatmulCasts, type Simplified, simplify } from "./passes.ts";
 import { schedule, type Step } from "./fuse.ts";
 
 /** Counts that describe a compiled program (for tests and benchmarks). */
@@ -61,6 +61,11 @@ export interface CompileOptions {
   readonly fuse?: boolean;
   /** Record and replay the kernels where the backend can (default true; see `Backend.record`). */
   readonly record?: boolean;
+  /**
+   * Fold casts f32 → f16/bf16 of matmul operands into the matmul (default true where the
+   * backend has `matmulCasts`; see `foldMatmulCasts`).
+   */
+  readonly foldCasts?: boolean;
 }
 
 function arg(n: Node, h: Handle): Arg {
@@ -147,7 +152,8 @@ function stepWrites(st: Step): readonly number[] {
  * ```
  */
 export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Program {
-  const s = simplify(g);
+  const fold = (opts.foldCasts ?? true) && b.matmulCasts === true;
+  const s = simplify(fold ? foldMatmulCasts(g) : g);
   const { nodes, constant } = s;
   const fuse = (opts.fuse ?? true) && typeof b.fused === "function";
   const steps = schedule(s, { fuse, maxBuffers: b.maxFusedBuffers ?? Infinity });

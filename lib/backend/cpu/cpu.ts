@@ -30,7 +30,7 @@ import {
 import type { Arg, Backend, Handle, MatmulGeometry, RandomKind, View } from "../backend.ts";
 import { fillBernoulli, fillNormal, fillUniform, type Key } from "../../prng.ts";
 import { binaryFn, unaryFn } from "./elementwise.ts";
-import { matmulKernel } from "./matmul.ts";
+import { checkCasts, matmulKernel } from "./matmul.ts";
 import { wasmMatmul, wasmMatmulApplies } from "./wasm/matmul.ts";
 import { reduceKernel } from "./reduce.ts";
 import { wasmReduceKernel, wasmReduceOutput } from "./wasm/reduce.ts";
@@ -340,6 +340,8 @@ function guardKernels(b: Backend): Backend {
 export const cpu: Backend = guardKernels({
   kind: "cpu",
   name: "cpu",
+  // matmul rounds an f32 operand to f16/bf16 while packing it (MatmulGeometry.aCast/bCast).
+  matmulCasts: true,
   unsupported: () => undefined,
   upload: (dtype: DType, data: Storage): Handle => fromStorage(dtype, data),
   fill(dtype: DType, size: number, value: number): Handle {
@@ -396,6 +398,7 @@ export const cpu: Backend = guardKernels({
   },
   matmul(a: Arg, b: Arg, g: MatmulGeometry, outDtype: DType) {
     const size = g.batch * g.m * g.n;
+    checkCasts(a.dtype, b.dtype, g);
     if (wasmMatmulApplies(a.dtype, b.dtype, outDtype)) {
       // WebAssembly SIMD in place on the heap (f32 accumulation, rounded once).
       const h = newBuffer(outDtype, size);

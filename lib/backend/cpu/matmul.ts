@@ -7,9 +7,13 @@
  * per four products. Every output sums its k products in order p = 0, 1, …, k−1 in f64,
  * whatever the tiling, so results do not depend on the shape's remainder handling.
  *
+ * With `g.aCast` / `g.bCast` (f16 or bf16) the packed f32 values are rounded to that dtype, so
+ * the result is the one of casting the operand first (a cast folded into the product).
+ *
  * @module
  */
 import type { MatmulGeometry } from "../backend.ts";
+import { type DType, roundTo } from "../../dtype.ts";
 
 type Num = Float64Array | Float32Array | Int32Array | Uint8Array;
 type Out = Float32Array | Float64Array;
@@ -53,6 +57,31 @@ function packBt(b: Num, bo: number, k: number, n: number, trans: boolean, to: Fl
     const row = bo + p * n;
     for (let j = 0; j < n; j++) to[j * k + p] = b[row + j];
   }
+}
+
+/**
+ * Check `g.aCast` / `g.bCast` against the operand dtypes: a folded cast rounds an f32 operand
+ * to f16 or bf16, nothing else.
+ *
+ * @example
+ * ```ts
+ * checkCasts("f16", "f32", g); // throws when g.aCast is set (a is not f32)
+ * ```
+ */
+export function checkCasts(aType: DType, bType: DType, g: MatmulGeometry): void {
+  for (const [which, type, cast] of [["a", aType, g.aCast], ["b", bType, g.bCast]] as const) {
+    if (cast === undefined || (type === "f32" && (cast === "f16" || cast === "bf16"))) continue;
+    throw new TypeError(
+      `matmul: ${which}Cast folds a cast f32 → f16|bf16 into the product, got ${type} → ` +
+        `${cast}; cast the operand first instead`,
+    );
+  }
+}
+
+/** Round packed values in place to `d` (nearest, ties to even), as a cast to `d` would. */
+function roundPacked(to: Float64Array, d: DType | undefined): void {
+  if (d === undefined) return;
+  for (let i = 0; i < to.length; i++) to[i] = roundTo(d, to[i]);
 }
 
 /** `out[o + i·n + j] = Σ_p A[i, p] · Bt[j, p]` for a packed batch. */
@@ -135,8 +164,8 @@ export function matmulKernel(a: Num, b: Num, g: MatmulGeometry, out: Out): void 
     const ao = batchOffset(bt, g.batchShape, g.aBatchStride);
     const bo = batchOffset(bt, g.batchShape, g.bBatchStride);
     // A broadcast operand (batch stride 0) is packed once.
-    if (ao !== packedA) packA(a, packedA = ao, m, k, g.transA, A);
-    if (bo !== packedB) packBt(b, packedB = bo, k, n, g.transB, Bt);
+    if (ao !== packedA) packA(a, packedA = ao, m, k, g.transA, A), roundPacked(A, g.aCast);
+    if (bo !== packedB) packBt(b, packedB = bo, k, n, g.transB, Bt), roundPacked(Bt, g.bCast);
     const o = bt * m * n;
     if (C) {
       product(A, Bt, m, k, n, C, 0);

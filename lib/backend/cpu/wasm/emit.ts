@@ -108,9 +108,13 @@ export const V = {
   /** Load 4 u16 lanes and zero-extend them to i32x4 (`v128.load16x4_u`). */
   load16x4u: (offset = 0): Code => simd(0x04, 3, ...uleb(offset)),
   store: (offset = 0): Code => simd(0x0b, 4, ...uleb(offset)),
+  /** Store 64-bit lane `lane` of a v128 (`v128.store64_lane`). */
+  store64Lane: (offset: number, lane: number): Code => simd(0x5b, 3, ...uleb(offset), lane),
   zero: (): Code => simd(0x0c, ...new Array(16).fill(0)),
   i32x4Splat: simd(0x11),
   f32x4Splat: simd(0x13),
+  /** The f32 in lane `l` of an f32x4 (`f32x4.extract_lane`). */
+  f32x4ExtractLane: (l: number): Code => simd(0x1f, l),
   and: simd(0x4e),
   or: simd(0x50),
   bitselect: simd(0x52),
@@ -120,12 +124,18 @@ export const V = {
   i32x4LtU: simd(0x3a),
   anyTrue: simd(0x53),
   i32x4ShrU: simd(0xad),
+  i32x4ShrS: simd(0xac),
+  i16x8Eq: simd(0x2d),
+  /** Lanes of two i32x4 picked by index (0–3: the first, 4–7: the second; `i8x16.shuffle`). */
+  i32x4Shuffle: (lanes: readonly number[]): Code =>
+    simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])),
   i32x4Add: simd(0xae),
   i32x4Sub: simd(0xb1),
   /** Saturating narrow of two i32x4 to u16 lanes (`i16x8.narrow_i32x4_u`). */
   i16x8NarrowU: simd(0x86),
   i32x4Shl: simd(0xab),
   f32x4Add: simd(0xe4),
+  f32x4Sub: simd(0xe5),
   f32x4Mul: simd(0xe6),
   /** `a·b + c`, fused or not as the machine decides (relaxed SIMD). */
   f32x4RelaxedMadd: simd(0x105),

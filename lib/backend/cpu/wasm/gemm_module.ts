@@ -2,7 +2,9 @@
  * The matmul kernels as WebAssembly bytes: a 6×8 f32 micro-kernel (12 v128 accumulators; V8
  * allocates xmm0–xmm14 only) and BLIS-style packers that widen f16/bf16 operands to f32 while
  * packing (bf16 is a shift; f16 an exact bit manipulation: the 15 low bits shifted into an f32
- * and scaled by 2^112, Inf/NaN patched), so the micro-kernel only ever sees f32.
+ * and scaled by 2^112, Inf/NaN patched), or round f32 operands to f16/bf16 values (a cast folded
+ * into the product), so the micro-kernel only ever sees f32. Packers move whole vectors: rows of
+ * B across all panels, contiguous lines through 4×4 shuffle transposes, A's contiguous rows.
  *
  * Packed layouts: an A panel holds 6 rows, `[kc][6]`; a B panel 8 columns, `[kc][8]`; both
  * zero-padded past the matrix edge. The micro-kernel reads `kc` steps of both panels and either
@@ -14,16 +16,109 @@
  */
 import { type Code, type Func, I, T, V, wasmModule } from "./emit.ts";
 
+/** An i32x4 constant splat. */
+const k4 = (v: number): Code => [I.i32(v), V.i32x4Splat];
+
 /** Micro-tile rows and columns. */
 export const MR = 6;
 /** Micro-tile columns. */
 export const NR = 8;
 
-/** Operand element types the packers read. */
-export const ELEM = { f32: 0, bf16: 1, f16: 2 } as const;
+/**
+ * Operand element types the packers read. `f32bf16` and `f32f16` are f32 operands rounded to
+ * bf16 / f16 (nearest, ties to even, as lib/dtype.ts) while they are read: the same f32 values
+ * the packers make of a bf16 / f16 operand cast beforehand (a cast folded into the product).
+ */
+export const ELEM = { f32: 0, bf16: 1, f16: 2, f32bf16: 3, f32f16: 4 } as const;
 /** An operand element type code. */
 export type Elem = (typeof ELEM)[keyof typeof ELEM];
-const SHIFT = [2, 1, 1]; // log2 of the element size
+const SHIFT = [2, 1, 1, 2, 2]; // log2 of the element size
+
+/** v128 scratch locals for rounding an f32x4 to f16/bf16 and back (see {@link roundedF32x4}). */
+type Scratch = readonly [w: number, a: number, t: number];
+
+/**
+ * The f32x4 on the stack rounded to bf16 (e = 3) or f16 (e = 4) and widened back to f32x4
+ * exactly, in the f32 bit domain (NaN → the quiet NaN of lib/dtype.ts with its sign, overflow →
+ * ±Inf): bf16 and normal f16 results by the RNE rounding add of the dropped 16 / 13 bits, f16
+ * subnormal ones by the exact f32 sum (|x| + 0.5) − 0.5 (whose rounding step, 2^−24, is the f16
+ * subnormal step). The same values as rounding to bf16/f16 bits and widening them.
+ */
+function roundedF32x4(e: Elem, [w, a, t]: Scratch): Code {
+  const sign: Code = [I.get(w), k4(0x80000000 - 2 ** 32), V.and, V.or];
+  const nan = (abs: number): Code => [
+    k4(0x7fc00000),
+    I.get(t),
+    abs < 0 ? [I.get(w), k4(0x7fffffff), V.and] : I.get(abs),
+    k4(0x7f800000),
+    V.i32x4GtS,
+    V.bitselect,
+  ];
+  if (e === ELEM.f32bf16) {
+    return [
+      I.set(w),
+      // (w + 0x7fff + ((w >>> 16) & 1)) & 0xffff0000, then NaN
+      I.get(w),
+      k4(0x7fff),
+      V.i32x4Add,
+      I.get(w),
+      I.i32(16),
+      V.i32x4ShrU,
+      k4(1),
+      V.and,
+      V.i32x4Add,
+      k4(-65536),
+      V.and,
+      k4(0x7fffffff),
+      V.and,
+      I.set(t),
+      nan(-1),
+      sign,
+    ];
+  }
+  return [
+    I.set(w),
+    I.get(w),
+    k4(0x7fffffff),
+    V.and,
+    I.set(a),
+    // subnormal: (|x| + 0.5) − 0.5
+    I.get(a),
+    I.f32(0.5),
+    V.f32x4Splat,
+    V.f32x4Add,
+    I.f32(0.5),
+    V.f32x4Splat,
+    V.f32x4Sub,
+    // normal: (a + 0xfff + ((a >>> 13) & 1)) & 0xffffe000
+    I.get(a),
+    k4(0xfff),
+    V.i32x4Add,
+    I.get(a),
+    I.i32(13),
+    V.i32x4ShrU,
+    k4(1),
+    V.and,
+    V.i32x4Add,
+    k4(-8192),
+    V.and,
+    k4(0x38800000),
+    I.get(a),
+    V.i32x4GtS, // a < 2^−14
+    V.bitselect,
+    I.set(t),
+    // ≥ 65520 → Inf
+    k4(0x7f800000),
+    I.get(t),
+    I.get(a),
+    k4(0x477ff000 - 1),
+    V.i32x4GtS,
+    V.bitselect,
+    I.set(t),
+    nan(a),
+    sign,
+  ];
+}
 
 /**
  * Byte address of a 65536-entry f32 table of every f16 value (0: none, use bit manipulation),
@@ -31,9 +126,16 @@ const SHIFT = [2, 1, 1]; // log2 of the element size
  */
 let f16Table = 0;
 
-/** Widen the element at the address on the stack to an f32 (local `h` is scratch i32). */
-function loadScalar(e: Elem, h: number, v: number): Code {
+/**
+ * Widen the element at the address on the stack to an f32 (locals `h`, `v` are scratch i32;
+ * `x`, three v128 scratch locals, are needed by the rounding element types 3 and 4).
+ */
+function loadScalar(e: Elem, h: number, v: number, x?: Scratch): Code {
   if (e === ELEM.f32) return I.f32Load();
+  if (e === ELEM.f32bf16 || e === ELEM.f32f16) {
+    if (!x) throw new Error("gemm_module: internal error, rounding loads need v128 scratch");
+    return [I.f32Load(), V.f32x4Splat, roundedF32x4(e, x), V.f32x4ExtractLane(0)];
+  }
   if (e === ELEM.bf16) return [I.i32Load16u(), I.i32(16), I.shl, I.f32FromBits];
   if (f16Table !== 0) return [I.i32Load16u(), I.i32(2), I.shl, I.f32Load(f16Table)];
   return [
@@ -101,9 +203,58 @@ export function f16x4(h: number, t: number): Code {
   ];
 }
 
-/** Eight operand values at `addr + off·size` widened to two f32x4, each then `then(v)`. */
-function widen4(e: Elem, addr: number, off: number, vh: number, vt: number): Code {
+/** Fast half of {@link f16x8}: f16 bits in the high half of i32 lanes, finite values only. */
+const f16HighFinite: Code = [
+  I.i32(3),
+  V.i32x4ShrS, // sign smeared over bits 31..28, |h| at bits 27..13
+  k4(0x8fffffff - 2 ** 32),
+  V.and,
+  I.f32(2 ** 112),
+  V.f32x4Splat,
+  V.f32x4Mul, // exact: the f16 value's f32 bits, scaled by 2^-112, rescaled
+];
+
+/**
+ * Eight f16 values (v128 in local `x`) widened to two f32x4: even lanes (0 2 4 6) to local `e`,
+ * odd lanes (1 3 5 7) to `o`. Finite values take 4 operations per 4 lanes (each 16 bits moved to
+ * the high half, shifted into f32 place with the sign, scaled by 2^112, exact for subnormals);
+ * a vector that holds an Inf or NaN is redone by {@link f16x4}, bit for bit the same values.
+ */
+export function f16x8(x: number, e: number, o: number, t: number): Code {
+  const special: Code = [I.get(x), k4(0x7c007c00), V.and, k4(0x7c007c00), V.i16x8Eq, V.anyTrue];
+  return [
+    I.get(x),
+    I.i32(16),
+    V.i32x4Shl,
+    f16HighFinite,
+    I.set(e),
+    I.get(x),
+    k4(-65536),
+    V.and,
+    f16HighFinite,
+    I.set(o),
+    special,
+    I.if(
+      I.get(x),
+      k4(0xffff),
+      V.and,
+      f16x4(e, t),
+      I.set(e),
+      I.get(x),
+      I.i32(16),
+      V.i32x4ShrU,
+      f16x4(o, t),
+      I.set(o),
+    ),
+  ];
+}
+
+/** Four operand values at `addr + off·size` widened to an f32x4 (`va`: v128 scratch). */
+function widen4(e: Elem, addr: number, off: number, vh: number, vt: number, va: number): Code {
   if (e === ELEM.f32) return [I.get(addr), V.load(off * 4)];
+  if (e === ELEM.f32bf16 || e === ELEM.f32f16) {
+    return [I.get(addr), V.load(off * 4), roundedF32x4(e, [vh, va, vt])];
+  }
   const lanes: Code = [I.get(addr), V.load16x4u(off * 2)];
   return e === ELEM.bf16 ? [lanes, I.i32(16), V.i32x4Shl] : [lanes, f16x4(vh, vt)];
 }
@@ -112,12 +263,71 @@ function widen4(e: Elem, addr: number, off: number, vh: number, vt: number): Cod
 const whileLoop = (cond: Code, body: Code): Code =>
   I.block(I.loop(cond, I.eqz, I.brIf(1), body, I.br(0)));
 
+/** Locals of {@link transposed4}: i32 `addr`, `stride`, `tmp`; v128 `v` (6) and scratch (3). */
+interface TLocals {
+  readonly addr: number;
+  readonly stride: number;
+  readonly tmp: number;
+  readonly v: readonly number[];
+  readonly x: Scratch;
+}
+
+/**
+ * Four steps along q of `lines` (6 or 8) operand lines, line l at `addr + l·stride` bytes, its
+ * 4 values contiguous: widened and transposed in SIMD into 4 packed rows of `lines` f32 at `dst`
+ * (`4·lines` bytes apart): lines 0–3 and 4–7 as 4×4 transposes, lines 4–5 of 6 as 64-bit pairs.
+ */
+function transposed4(e: Elem, lines: number, dst: number, L: TLocals): Code {
+  const [v0, v1, v2, v3, t0, t1] = L.v;
+  const [vh, va, vt] = L.x;
+  const pitch = 4 * lines;
+  const load = (l: number, to: number): Code => [
+    I.get(L.addr),
+    I.get(L.stride),
+    I.i32(l),
+    I.mul,
+    I.add,
+    I.set(L.tmp),
+    widen4(e, L.tmp, 0, vh, vt, va),
+    I.set(to),
+  ];
+  const sh = (
+    a: number,
+    b: number,
+    lanes: number[],
+  ): Code => [I.get(a), I.get(b), V.i32x4Shuffle(lanes)];
+  const lo = [0, 4, 1, 5], hi = [2, 6, 3, 7], lo2 = [0, 1, 4, 5], hi2 = [2, 3, 6, 7];
+  const out: Code[] = [];
+  for (let g = 0; g * 4 + 4 <= lines; g++) {
+    const l0 = 4 * g;
+    out.push(load(l0, v0), load(l0 + 1, v1), load(l0 + 2, v2), load(l0 + 3, v3));
+    out.push(sh(v0, v1, lo), I.set(t0), sh(v0, v1, hi), I.set(t1));
+    out.push(sh(v2, v3, lo), I.set(v0), sh(v2, v3, hi), I.set(v1));
+    const st = (t: number, a: number, b: number, lanes: number[]): Code => [
+      I.get(dst),
+      sh(a, b, lanes),
+      V.store(t * pitch + 16 * g),
+    ];
+    out.push(st(0, t0, v0, lo2), st(1, t0, v0, hi2), st(2, t1, v1, lo2), st(3, t1, v1, hi2));
+  }
+  if (lines % 4 === 2) {
+    const l0 = lines - 2, off = 4 * l0;
+    out.push(load(l0, v0), load(l0 + 1, v1));
+    out.push(sh(v0, v1, lo), I.set(t0), sh(v0, v1, hi), I.set(t1));
+    for (let t = 0; t < 4; t++) {
+      out.push(I.get(dst), I.get(t < 2 ? t0 : t1), V.store64Lane(t * pitch + off, t % 2));
+    }
+  }
+  return out;
+}
+
 /**
  * `packA(base, si, sq, mc, kc, dst)`: A(i, q) is at `base + (i·si + q·sq)·size`; writes
- * ⌈mc/6⌉ panels `[kc][6]`.
+ * ⌈mc/6⌉ panels `[kc][6]`. Whole panels of contiguous rows (si = 1) take a vector path.
  */
 function packA(e: Elem): Func {
   const [base, si, sq, mc, kc, dst, ir, p, r, h, v] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const x: Scratch = [11, 12, 13];
   const s = SHIFT[e];
   const elem: Code = [
     I.get(ir),
@@ -141,7 +351,7 @@ function packA(e: Elem): Func {
         I.i32(s),
         I.shl,
         I.add,
-        loadScalar(e, h, v),
+        loadScalar(e, h, v, x),
         I.f32Store(),
       ],
       [I.get(dst), I.f32(0), I.f32Store()],
@@ -151,25 +361,115 @@ function packA(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
+  const addr = 14;
+  // Rows contiguous (si = 1, A stored transposed) and a whole panel: 4 values in SIMD, 2 scalar.
+  const scalarAt = (r: number): Code => [
+    I.get(dst),
+    I.get(addr),
+    I.i32(r << s),
+    I.add,
+    loadScalar(e, h, v, x),
+    I.f32Store(4 * r),
+  ];
+  const vectorStep: Code = [
+    I.get(dst),
+    widen4(e, addr, 0, x[0], x[2], x[1]),
+    V.store(0),
+    scalarAt(4),
+    scalarAt(5),
+    I.get(dst),
+    I.i32(4 * MR),
+    I.add,
+    I.set(dst),
+    I.get(addr),
+    I.get(sq),
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+  ];
+  const scalarStep: Code = [
+    I.i32(0),
+    I.set(r),
+    whileLoop([I.get(r), I.i32(MR), I.ltS], [elem, I.get(r), I.i32(1), I.add, I.set(r)]),
+  ];
+  const steps = (step: Code): Code => [
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [step, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
+  // Values contiguous along q (sq = 1, A not transposed) and a whole panel: 4 steps at a time
+  // in SIMD (a 4×4 transpose and a pair), the last kc % 4 steps scalar.
+  const TL: TLocals = { addr, stride: 15, tmp: 16, v: [17, 18, 19, 20, 21, 22], x };
+  const transposedSteps: Code = [
+    I.get(base),
+    I.get(ir),
+    I.get(si),
+    I.mul,
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+    I.get(si),
+    I.i32(s),
+    I.shl,
+    I.set(TL.stride),
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.i32(4), I.add, I.get(kc), I.gtS, I.eqz], [
+      transposed4(e, MR, dst, TL),
+      I.get(dst),
+      I.i32(16 * MR),
+      I.add,
+      I.set(dst),
+      I.get(addr),
+      I.i32(4 << s),
+      I.add,
+      I.set(addr),
+      I.get(p),
+      I.i32(4),
+      I.add,
+      I.set(p),
+    ]),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [scalarStep, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
   return {
     name: `packA${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32],
+    locals: [
+      ...[T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.i32, T.i32, T.i32],
+      ...new Array(6).fill(T.v128),
+    ],
     body: [
       I.i32(0),
       I.set(ir),
       whileLoop([I.get(ir), I.get(mc), I.ltS], [
-        I.i32(0),
-        I.set(p),
-        whileLoop([I.get(p), I.get(kc), I.ltS], [
-          I.i32(0),
-          I.set(r),
-          whileLoop([I.get(r), I.i32(MR), I.ltS], [elem, I.get(r), I.i32(1), I.add, I.set(r)]),
-          I.get(p),
-          I.i32(1),
-          I.add,
-          I.set(p),
-        ]),
+        I.get(si),
+        I.i32(1),
+        I.eq,
+        I.get(ir),
+        I.i32(MR),
+        I.add,
+        I.get(mc),
+        I.gtS,
+        I.eqz, // ir + 6 <= mc
+        I.and,
+        I.ifElse(
+          [I.get(base), I.get(ir), I.i32(s), I.shl, I.add, I.set(addr), steps(vectorStep)],
+          [
+            I.get(sq),
+            I.i32(1),
+            I.eq,
+            I.get(ir),
+            I.i32(MR),
+            I.add,
+            I.get(mc),
+            I.gtS,
+            I.eqz,
+            I.and,
+            I.ifElse(transposedSteps, steps(scalarStep)),
+          ],
+        ),
         I.get(ir),
         I.i32(MR),
         I.add,
@@ -181,10 +481,11 @@ function packA(e: Elem): Func {
 
 /**
  * `packB(base, sq, sj, kc, nc, dst)`: B(q, j) is at `base + (q·sq + j·sj)·size`; writes
- * ⌈nc/8⌉ panels `[kc][8]`. Rows of 8 contiguous columns (sj = 1) take a vector path.
+ * ⌈nc/8⌉ panels `[kc][8]`. Rows of contiguous columns (sj = 1) take a vector path, row by
+ * row across the whole panels; contiguous columns (sq = 1) are transposed in SIMD.
  */
 function packB(e: Elem): Func {
-  const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt] = [
+  const [base, sq, sj, kc, nc, dst, jr, p, c, addr, h, v, vh, vt, va] = [
     0,
     1,
     2,
@@ -199,6 +500,7 @@ function packB(e: Elem): Func {
     11,
     12,
     13,
+    14,
   ];
   const s = SHIFT[e];
   const scalarElem: Code = [
@@ -223,7 +525,7 @@ function packB(e: Elem): Func {
         I.i32(s),
         I.shl,
         I.add,
-        loadScalar(e, h, v),
+        loadScalar(e, h, v, [vh, va, vt]),
         I.f32Store(),
       ],
       [I.get(dst), I.f32(0), I.f32Store()],
@@ -233,20 +535,86 @@ function packB(e: Elem): Func {
     I.add,
     I.set(dst),
   ];
-  const half = (off: number): Code => [I.get(dst), widen4(e, addr, off, vh, vt), V.store(off * 4)];
-  const vectorRow: Code = [
-    half(0),
-    half(4),
+  // Rows of whole panels (sj = 1): row p of every panel in turn, so B is read row by row
+  // (the panel of columns jr..jr+7 starts at dst + jr·kc·4; its row p at + p·32).
+  const d = 24;
+  const half = (off: number): Code => [
+    I.get(d),
+    widen4(e, addr, off, vh, vt, va),
+    V.store(off * 4),
+  ];
+  const vo = 15;
+  // f16: 8 values in one load, widened as even and odd lanes, re-interleaved.
+  const eight: Code = [
+    I.get(addr),
+    V.load(0),
+    I.set(vh),
+    f16x8(vh, va, vo, vt),
+    I.get(d),
+    I.get(va),
+    I.get(vo),
+    V.i32x4Shuffle([0, 4, 1, 5]),
+    V.store(0),
+    I.get(d),
+    I.get(va),
+    I.get(vo),
+    V.i32x4Shuffle([2, 6, 3, 7]),
+    V.store(16),
+  ];
+  const panelRows: Code = [
+    I.get(nc),
+    I.i32(-NR),
+    I.and,
+    I.set(jr), // whole panels end here
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [
+      I.get(base),
+      I.get(p),
+      I.get(sq),
+      I.mul,
+      I.i32(s),
+      I.shl,
+      I.add,
+      I.set(addr),
+      I.get(dst),
+      I.get(p),
+      I.i32(4 * NR),
+      I.mul,
+      I.add,
+      I.set(d),
+      I.i32(0),
+      I.set(c),
+      whileLoop([I.get(c), I.get(jr), I.ltS], [
+        e === ELEM.f16 ? eight : [half(0), half(4)],
+        I.get(addr),
+        I.i32(NR << s),
+        I.add,
+        I.set(addr),
+        I.get(d),
+        I.get(kc),
+        I.i32(4 * NR),
+        I.mul,
+        I.add,
+        I.set(d),
+        I.get(c),
+        I.i32(NR),
+        I.add,
+        I.set(c),
+      ]),
+      I.get(p),
+      I.i32(1),
+      I.add,
+      I.set(p),
+    ]),
     I.get(dst),
-    I.i32(32),
+    I.get(jr),
+    I.get(kc),
+    I.mul,
+    I.i32(4),
+    I.mul,
     I.add,
     I.set(dst),
-    I.get(addr),
-    I.get(sq),
-    I.i32(s),
-    I.shl,
-    I.add,
-    I.set(addr),
   ];
   const scalarRow: Code = [
     I.i32(0),
@@ -258,36 +626,68 @@ function packB(e: Elem): Func {
     I.set(p),
     whileLoop([I.get(p), I.get(kc), I.ltS], [row, I.get(p), I.i32(1), I.add, I.set(p)]),
   ];
+  // Columns contiguous along q (sq = 1, B transposed) and a whole panel: 4 steps at a time in
+  // SIMD (two 4×4 transposes), the last kc % 4 steps scalar.
+  const TL: TLocals = { addr, stride: 16, tmp: 17, v: [18, 19, 20, 21, 22, 23], x: [vh, va, vt] };
+  const transposedRows: Code = [
+    I.get(base),
+    I.get(jr),
+    I.get(sj),
+    I.mul,
+    I.i32(s),
+    I.shl,
+    I.add,
+    I.set(addr),
+    I.get(sj),
+    I.i32(s),
+    I.shl,
+    I.set(TL.stride),
+    I.i32(0),
+    I.set(p),
+    whileLoop([I.get(p), I.i32(4), I.add, I.get(kc), I.gtS, I.eqz], [
+      transposed4(e, NR, dst, TL),
+      I.get(dst),
+      I.i32(16 * NR),
+      I.add,
+      I.set(dst),
+      I.get(addr),
+      I.i32(4 << s),
+      I.add,
+      I.set(addr),
+      I.get(p),
+      I.i32(4),
+      I.add,
+      I.set(p),
+    ]),
+    whileLoop([I.get(p), I.get(kc), I.ltS], [scalarRow, I.get(p), I.i32(1), I.add, I.set(p)]),
+  ];
   return {
     name: `packB${e}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32],
-    locals: [T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128],
+    locals: [
+      ...[T.i32, T.i32, T.i32, T.i32, T.i32, T.i32, T.v128, T.v128, T.v128, T.v128, T.i32, T.i32],
+      ...new Array(6).fill(T.v128),
+      T.i32,
+    ],
     body: [
       I.i32(0),
       I.set(jr),
+      I.get(sj),
+      I.i32(1),
+      I.eq,
+      I.if(panelRows),
       whileLoop([I.get(jr), I.get(nc), I.ltS], [
-        I.get(sj),
+        I.get(sq),
         I.i32(1),
         I.eq,
         I.get(jr),
         I.i32(NR),
         I.add,
         I.get(nc),
-        I.ltS,
+        I.gtS,
         I.eqz, // jr + 8 <= nc
         I.and,
-        I.ifElse(
-          [
-            I.get(base),
-            I.get(jr),
-            I.i32(s),
-            I.shl,
-            I.add,
-            I.set(addr),
-            rows(vectorRow),
-          ],
-          rows(scalarRow),
-        ),
+        I.ifElse(transposedRows, rows(scalarRow)),
         I.get(jr),
         I.i32(NR),
         I.add,
@@ -387,8 +787,8 @@ function kernel(fma: boolean): Func {
  * `e`, rows `ldb` bytes apart) without packing, 8 columns per block, against a packed A panel
  * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks. The
  * same multiply-add sequence per output as {@link kernel}, so results are identical. For bf16
- * (e = 1) each 8-column block of C is kept in the order 0 2 4 6 1 3 5 7 (see
- * {@link SKINNY_PERMUTED}).
+ * and f16 (e = 1, 2: 8 values loaded at once, split into even and odd lanes) each 8-column block
+ * of C is kept in the order 0 2 4 6 1 3 5 7 (see {@link SKINNY_PERMUTED}).
  */
 function skinny(m: number, e: Elem, fma: boolean): Func {
   const [a, b, ldb, c, ldc, kc, blocks, first] = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -399,6 +799,7 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   /** One A splat per k step, kept in registers for m = 1 (8 of them, in locals v0 + 9 …). */
   const hoist = m === 1;
   const splat = (u: number) => v0 + 9 + u;
+  const va = v0 + 9 + (hoist ? 8 : 0); // v128 scratch of the rounding element types
   const rowsDo = (f: (r: number) => Code): Code => {
     const out: Code[] = [I.get(c), I.set(row)];
     for (let r = 0; r < m; r++) out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
@@ -408,7 +809,9 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
   const step = (u: number): Code => {
     // bf16: one load of 8 values; even columns by a shift, odd ones by a mask (C blocks are
     // then held as columns 0 2 4 6 | 1 3 5 7, restored by the caller at the end).
-    const out: Code[] = e === ELEM.bf16
+    const out: Code[] = e === ELEM.f16
+      ? [I.get(bp), V.load(0), I.set(vh), f16x8(vh, b0, b1, vt)]
+      : e === ELEM.bf16
       ? [
         I.get(bp),
         V.load(0),
@@ -421,7 +824,7 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
         V.and,
         I.set(b1),
       ]
-      : [widen4(e, bp, 0, vh, vt), I.set(b0), widen4(e, bp, 4, vh, vt), I.set(b1)];
+      : [widen4(e, bp, 0, vh, vt, va), I.set(b0), widen4(e, bp, 4, vh, vt, va), I.set(b1)];
     for (let r = 0; r < m; r++) {
       if (u >= 0 && hoist) out.push(I.get(splat(u)), I.set(sp));
       else {out.push(
@@ -507,14 +910,12 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
       T.i32,
       T.i32,
       ...new Array(hoist ? CHUNK : 0).fill(T.v128),
+      T.v128,
     ],
     // A full chunk of 8 k steps is unrolled (static A offsets); a shorter one loops.
     body: [I.get(kc), I.i32(CHUNK), I.eq, I.ifElse(unrolled, generic)],
   };
 }
-
-/** An i32x4 constant splat. */
-const k4 = (v: number): Code => [I.i32(v), V.i32x4Splat];
 
 /**
  * f32 bits (v128 in local `w`) rounded to nearest even as bf16 bits in i32x4 lanes: the RNE bit
@@ -715,19 +1116,20 @@ function tieScan(e: Elem): Func {
  */
 function dot64(ea: Elem, eb: Elem): Func {
   const [a, sa, b, sb, k, acc, h, v] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const x: Scratch = [8, 9, 10];
   return {
     name: `dot${ea}${eb}`,
     params: [T.i32, T.i32, T.i32, T.i32, T.i32],
     results: [T.f64],
-    locals: [T.f64, T.i32, T.i32],
+    locals: [T.f64, T.i32, T.i32, T.v128, T.v128, T.v128],
     body: [
       whileLoop([I.get(k), I.i32(0), I.gtS], [
         I.get(acc),
         I.get(a),
-        loadScalar(ea, h, v),
+        loadScalar(ea, h, v, x),
         I.f64FromF32,
         I.get(b),
-        loadScalar(eb, h, v),
+        loadScalar(eb, h, v, x),
         I.f64FromF32,
         I.f64Mul,
         I.f64Add,
@@ -750,8 +1152,8 @@ function dot64(ea: Elem, eb: Elem): Func {
   };
 }
 
-/** Skinny kernels of this element type leave C blocks as columns 0 2 4 6 1 3 5 7. */
-export const SKINNY_PERMUTED: Elem = ELEM.bf16;
+/** Skinny kernels of these element types leave C blocks as columns 0 2 4 6 1 3 5 7. */
+export const SKINNY_PERMUTED: readonly Elem[] = [ELEM.bf16, ELEM.f16];
 
 /** Rows up to which {@link skinny} kernels exist. */
 export const SKINNY_M = 4;
@@ -778,7 +1180,7 @@ export function gemmModuleBytes(
   f16TableAt = 0,
 ): Uint8Array<ArrayBuffer> {
   f16Table = f16TableAt;
-  const elems = [ELEM.f32, ELEM.bf16, ELEM.f16];
+  const elems = [ELEM.f32, ELEM.bf16, ELEM.f16, ELEM.f32bf16, ELEM.f32f16];
   const thin = [1, 2, 3, 4].flatMap((m) => elems.map((e) => skinny(m, e, fma)));
   const narrows = [ELEM.bf16, ELEM.f16].flatMap((e) => [narrowOut(e), tieScan(e)]);
   const dots = elems.flatMap((ea) => elems.map((eb) => dot64(ea, eb)));

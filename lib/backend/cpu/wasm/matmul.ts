@@ -3,7 +3,7 @@
  * `SharedArrayBuffer` exists): operands packed by the kernel module, multiplied with f32 accumulation, split across the
  * pool by batches, output columns (when n > m) or output rows, never along k, so results are
  * bitwise the same for any thread count. The f32 accumulator is rounded once to the output
- * dtype; where it lands exactly on a rounding tie of f16/bf16 (so that rounding it would round
+ * dtype (in SIMD, split across the pool by ranges); where it lands exactly on a rounding tie of f16/bf16 (so that rounding it would round
  * the exact sum twice) that element is resolved from its exact f64 sum.
  *
  * About FMA: with relaxed SIMD the micro-kernel uses `f32x4.relaxed_madd`, which the machine
@@ -12,10 +12,13 @@
  * add, identical on every machine. Either way each output is within the f32 accumulation bound
  * |err| ≤ k·u·Σ|a||b| (u = 2^−24) of the exact sum.
  *
+ * `MatmulGeometry.aCast` / `bCast` round an f32 operand to f16/bf16 as the packers read it (the
+ * same f32 values a cast operand widens to), so the result is that of casting first, bitwise.
+ *
  * @module
  */
 import type { MatmulGeometry } from "../../backend.ts";
-import { batchOffset } from "../matmul.ts";
+import { batchOffset, checkCasts } from "../matmul.ts";
 import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
 import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
@@ -34,6 +37,8 @@ const F16_TABLE = 65536 * 4;
 const TIE_LIST = PACK_A / 4;
 /** Below this many flops a job runs on one thread (a round trip costs microseconds). */
 const SPLIT_FLOPS = 1 << 21;
+/** Below this many outputs f32 → f16/bf16 rounding runs on one thread. */
+const NARROW_SPLIT = 1 << 15;
 
 interface State {
   memory: WebAssembly.Memory;
@@ -149,6 +154,12 @@ export function wasmMatmulInfo():
 
 const ELEMS: Partial<Record<DType, Elem>> = { f32: ELEM.f32, bf16: ELEM.bf16, f16: ELEM.f16 };
 
+/** The packers' element code of an operand of `type`, rounded to `cast` (f16/bf16) if set. */
+function elemOf(type: DType, cast: DType | undefined): Elem | undefined {
+  if (cast === undefined) return ELEMS[type];
+  return cast === "f16" ? ELEM.f32f16 : ELEM.f32bf16;
+}
+
 /** Exact f64 sum of one output (for tie resolution). */
 type Dot = (bt: number, i: number, j: number) => number;
 
@@ -173,7 +184,13 @@ function narrow(
   s: State,
 ): void {
   const groups = total >>> 3;
-  s.pool.ex[`narrow${ELEMS[d]}`](c, to, groups);
+  // Elementwise, so split across the pool by ranges of groups (same bits for any split).
+  const parts = total < NARROW_SPLIT ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
+  s.pool.run(parts, (J, o, part) => {
+    const g0 = Math.floor((groups * part) / parts), g1 = Math.floor((groups * (part + 1)) / parts);
+    J[o + P.narrow] = ELEMS[d]!, J[o + P.src] = c + g0 * 32, J[o + P.dst] = to + g0 * 16;
+    J[o + P.groups] = g1 - g0, J[o + P.pages] = s.memory.buffer.byteLength / 65536;
+  });
   const buf = s.memory.buffer;
   const out = new Uint16Array(buf, to, total);
   const f = new Float32Array(buf, c, total);
@@ -218,7 +235,8 @@ export function wasmMatmul(
   outType: DType,
   out: number,
 ): void {
-  const ae = ELEMS[aType], be = ELEMS[bType];
+  checkCasts(aType, bType, g);
+  const ae = elemOf(aType, g.aCast), be = elemOf(bType, g.bCast);
   if (ae === undefined || be === undefined || ELEMS[outType] === undefined) {
     throw new TypeError(`matmul: no WebAssembly kernel for ${aType} @ ${bType} → ${outType}`);
   }
@@ -272,7 +290,7 @@ export function wasmMatmul(
       const t = s.packs + part * PER_THREAD;
       J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
       J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
-      J[o + P.pages] = s.memory.buffer.byteLength / 65536;
+      J[o + P.pages] = s.memory.buffer.byteLength / 65536, J[o + P.narrow] = 0;
     });
     if (!narrowOut) return;
     // Exact f64 sum of one output, reading the operands in place (in WebAssembly).

@@ -37,6 +37,14 @@ export const P = {
    * for its view to reach this size before it reads the job's addresses.
    */
   pages: 19,
+  /**
+   * A narrowing job instead of a product: 0 for a product, else the output element code
+   * (1 bf16, 2 f16): round `8·groups` f32 values at byte address `src` once into `dst`.
+   */
+  narrow: 20,
+  src: 21,
+  dst: 22,
+  groups: 23,
   /** The job sequence number this slot was assigned (workers run only their own jobs). */
   seq: 31,
   /** Words per slot. */
@@ -49,7 +57,8 @@ export type RegionExports = Record<string, (...args: number[]) => void>;
 /**
  * Compute rows `[i0, i1)` × columns `[j0, j1)` of batches `[b0, b1)` into the f32 C of each
  * batch, with blocking MC, KC, NC = 48, 512, 1024 and the 6×8 micro-kernel. KC blocks start at
- * multiples of 512 from 0 whatever the region, so every output is computed identically.
+ * multiples of 512 from 0 whatever the region, so every output is computed identically. A
+ * narrowing job (`P.narrow`) instead rounds a range of f32 outputs to f16/bf16.
  */
 export function runRegion(
   ex: RegionExports,
@@ -60,12 +69,18 @@ export function runRegion(
   const MC = 48, KC = 512, NC = 1024, MR = 6, NR = 8;
   const m = J[o], k = J[o + 1], n = J[o + 2], ta = J[o + 3], tb = J[o + 4];
   const packA = ex["packA" + J[o + 5]], packB = ex["packB" + J[o + 6]];
-  const sa = J[o + 5] === 0 ? 4 : 2, sb = J[o + 6] === 0 ? 4 : 2;
+  // Element codes 0, 3, 4 read f32 (3, 4: rounded to bf16 / f16 while packed), 1, 2 16 bits.
+  const sa = J[o + 5] === 1 || J[o + 5] === 2 ? 2 : 4,
+    sb = J[o + 6] === 1 || J[o + 6] === 2 ? 2 : 4;
   const need = J[o + 19] * 65536;
   let buf = memory.buffer;
   for (let spin = 0; buf.byteLength < need; spin++) {
     if (spin > 1e6) throw new Error("matmul: the shared memory's growth never reached a worker");
     buf = memory.buffer;
+  }
+  if (J[o + 20] !== 0) {
+    ex["narrow" + J[o + 20]](J[o + 21], J[o + 22], J[o + 23]);
+    return;
   }
   const H = new Uint32Array(buf);
   const F = new Float32Array(buf);
@@ -97,8 +112,8 @@ export function runRegion(
         for (let c = 0; c < tail; c++) F[c0 + r * n + c] = F[t0 + r * NR + c];
       }
     }
-    if (J[o + 6] === 1) {
-      // bf16 blocks were accumulated as columns 0 2 4 6 1 3 5 7: restore the order.
+    if (J[o + 6] === 1 || J[o + 6] === 2) {
+      // bf16 and f16 blocks were accumulated as columns 0 2 4 6 1 3 5 7: restore the order.
       const t = new Float32Array(8);
       for (let r = 0; r < m; r++) {
         for (let x = (cP >>> 2) + r * n + j0, end = x + blocks * NR; x < end; x += NR) {
