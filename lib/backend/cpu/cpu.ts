@@ -11,7 +11,9 @@
  * heap directly. Elementwise kernels (`cast`, `unary`, `binary`, `where`, `copy`, `fused`) run
  * in WebAssembly SIMD over the heap blocks where that path computes them bit for bit
  * (`wasm/fused.ts`; eager ops as one-op fused kernels), else as the TypeScript kernels
- * ({@linkcode reference}). A kernel that throws releases the blocks it allocated.
+ * ({@linkcode reference}). `gather` and `scatterAdd` (i32/u8 indices; f32/bf16/f16 for the
+ * scatter) run in WebAssembly too (`wasm/gather.ts`), with the TypeScript kernels' bits and
+ * errors. A kernel that throws releases the blocks it allocated.
  *
  * @module
  */
