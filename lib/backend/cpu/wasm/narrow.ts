@@ -100,6 +100,7 @@ const INF = 0x7f800000;
  */
 export function f8Round(f: F8, saturate: boolean, x: number, a: number, t: number, k: Konst): Code {
   const s = 23 - f.m;
+  const overflowInf: Code = [k(INF), I.get(t), I.get(t), k(f.max), X.gtU, X.bitselect];
   return [
     [I.get(x), X.fabs, I.set(a)],
     // normal: (a + 2^(s−1) − 1 + ((a >>> s) & 1)) & −2^s
@@ -111,9 +112,8 @@ export function f8Round(f: F8, saturate: boolean, x: number, a: number, t: numbe
     saturate
       ? [k(NAN), I.get(t), k(f.max), X.minU, I.get(x), I.get(x), X.fne, X.bitselect]
       : f.inf
-      ? [k(NAN), k(INF), I.get(t), I.get(t), k(f.max), X.gtU, X.bitselect, I.get(x), I.get(x)]
+      ? [k(NAN), overflowInf, I.get(x), I.get(x), X.fne, X.bitselect]
       : [k(NAN), I.get(t), I.get(t), k(f.max), X.gtU, X.bitselect], // NaN and Inf overflow too
-    f.inf && !saturate ? [X.fne, X.bitselect] : [],
     [I.get(x), I.get(a), X.xor, X.or], // sign
   ];
 }
