@@ -11,7 +11,9 @@
  * heap directly. Elementwise kernels (`cast`, `unary`, `binary`, `where`, `copy`, `fused`) run
  * in WebAssembly SIMD over the heap blocks where that path computes them bit for bit
  * (`wasm/fused.ts`; eager ops as one-op fused kernels), else as the TypeScript kernels
- * ({@linkcode reference}). A kernel that throws releases the blocks it allocated.
+ * ({@linkcode reference}). `gather` and `scatterAdd` (i32/u8 indices; f32/bf16/f16 for the
+ * scatter) run in WebAssembly too (`wasm/gather.ts`), with the TypeScript kernels' bits and
+ * errors. A kernel that throws releases the blocks it allocated.
  *
  * @module
  */
@@ -49,6 +51,7 @@ import { wasmFusedKernel } from "./wasm/fused.ts";
 import { CONTIGUOUS, type Layout, layoutOf } from "./wasm/layout.ts";
 import { f32Bits, runWasmFused, type SimdInput } from "./wasm/fused_run.ts";
 import { wasmEnabled } from "./wasm/features.ts";
+import { wasmGather, wasmScatterAdd } from "./wasm/gather.ts";
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from "./eager_kernels.ts";
 import { defaultHeap } from "./heap.ts";
 
@@ -435,6 +438,16 @@ export const cpu: Backend = guardKernels({
     const nIdx = idx.size;
     const n = outer * nIdx * inner;
     const h = newBuffer(x.dtype, n);
+    if (outer > 0) {
+      // WebAssembly: every index checked first, then one bulk copy of `inner` elements each.
+      const b = byteSize(x.dtype);
+      const p = live(x.h).ptr, ip = live(idx.h).ptr;
+      const bad = wasmGather(p, ip, idx.dtype, h.ptr, outer, nIdx, axis, inner * b, check.wrap);
+      if (bad !== undefined) {
+        if (bad < 0) return h;
+        throw new Error(indexErrorMessage(check.op, values(idx)[bad], axis));
+      }
+    }
     const out = viewOf(h, x.dtype, n);
     const src = storageOf(x); // raw storage: a gather moves bits
     const ix = values(idx);
@@ -454,6 +467,8 @@ export const cpu: Backend = guardKernels({
     // in index order, then round once to the dtype (storing an f64 sum of two f32 values into a
     // Float32Array is exactly the f32 sum: 53 ≥ 2·24 + 2 bits). f64 and i32 accumulate in their
     // own type; u8 and bool in f64.
+    const simd = scatterSimd(base, idx, upd, outer, axis, inner);
+    if (simd) return simd;
     const out = computeArray(base.dtype, base.size);
     const acc = out instanceof Float32Array || out instanceof Int32Array || base.dtype === "f64"
       ? out
@@ -717,6 +732,53 @@ function wasmFused(
   const imms = k.immediates.map((m) => f32Bits(m.value));
   runWasmFused(kernel, ins, imms, outs.map((h) => h.ptr), n);
   return outs;
+}
+
+/**
+ * `scatterAdd` with the f32 additions in WebAssembly, for f32, bf16 and f16 (the same order and
+ * roundings as the TypeScript kernel: an f32 accumulator widened exactly from `base`, one f32
+ * addition per index in index order, then one rounding to the dtype), or `undefined` where that
+ * path does not run. Throws the TypeScript kernel's message for an index out of range.
+ */
+function scatterSimd(
+  base: Arg,
+  idx: Arg,
+  upd: Arg,
+  outer: number,
+  axis: number,
+  inner: number,
+): CpuBuffer | undefined {
+  const d = base.dtype;
+  if ((d !== "f32" && d !== "bf16" && d !== "f16") || upd.dtype !== d || outer === 0) return;
+  if (!wasmEnabled() || (idx.dtype !== "i32" && idx.dtype !== "u8")) return;
+  const n = base.size;
+  // Blocks first (an allocation may move the heap), then views.
+  const out = newBuffer(d, n);
+  const acc = d === "f32" ? out : newBuffer("f32", n);
+  const u = d === "f32" ? upd.h as CpuBuffer : newBuffer("f32", upd.size);
+  const accView = viewOf(acc, "f32", n) as Float32Array;
+  if (d === "f32") accView.set(storageOf(base) as Float32Array);
+  else {
+    widenInto(d, storageOf(base), accView);
+    widenInto(d, storageOf(upd), viewOf(u, "f32", upd.size) as Float32Array);
+  }
+  const bad = wasmScatterAdd(
+    acc.ptr,
+    live(idx.h).ptr,
+    idx.dtype,
+    live(u).ptr,
+    outer,
+    idx.size,
+    axis,
+    inner,
+  );
+  if (bad === undefined) return; // the blocks go back when the kernel returns
+  if (bad >= 0) {
+    const i = values(idx)[bad];
+    throw new Error(`scatterAdd: index ${i} is out of range for an axis of size ${axis}`);
+  }
+  if (acc !== out) encodeInto(d, viewOf(acc, "f32", n), viewOf(out, d, n));
+  return out;
 }
 
 /** The CPU's out-of-range message (the WebGPU backend's flag gives the same first sentence). */

@@ -1,18 +1,20 @@
 /**
  * Fused elementwise kernels in WebAssembly SIMD: a {@linkcode FusedKernel} whose operations are
- * all f32, bf16 or f16 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do
+ * all f32, bf16, f16 or f8 arithmetic that WebAssembly rounds exactly as the TypeScript kernels do
  * (`+ − × ÷` and `sqrt` are correctly rounded in f32, and an f64 result rounded to f32 is the
  * same value; `neg`, `abs` and `relu` move bits; `maximum`/`minimum` follow the TypeScript NaN
- * and −0 rules through compares and selects; bf16 and f16 round to nearest even by integer bit
- * tricks, as `encode` does), with bool values (comparisons, `isfinite`, `not`, `where`) as
- * 0.0/1.0 lanes, runs four lanes at a time over heap buffers, reading and writing every dtype
- * in its own storage. An input is a broadcast scalar, contiguous, a period (bias rows: element
- * `e mod P`) or a row scalar (element `⌊e / L⌋`, splat), see {@link InputLayout}; a kernel runs
- * over any range of whole vectors, so the worker pool can split it. Vectors cover the whole
- * length: the last one
- * may reach up to 12 bytes past an input or output, which stays inside its heap block (blocks are
- * multiples of 64 bytes) and is never read as data. Every other kernel (transcendentals, f8,
- * integers) stays on the generated TypeScript loop, so the bits never depend on which path ran.
+ * and −0 rules through compares and selects; bf16, f16 and f8 (e4m3fn/e5m2, casts with or
+ * without `saturate`) round to nearest even by integer bit tricks, as `encode` does, see
+ * `narrow.ts`; an f8 arithmetic result keeps a NaN as it is, as the loop's rounding does), with
+ * bool values (comparisons, `isfinite`, `not`, `where`) as 0.0/1.0 lanes, runs four lanes at a
+ * time over heap buffers, reading and writing every dtype in its own storage. Constants are
+ * splat once, into locals, before the loop. An input is a broadcast scalar, contiguous, a period
+ * (bias rows: element `e mod P`) or a row scalar (element `⌊e / L⌋`, splat), see
+ * {@link InputLayout}; a kernel runs over any range of whole vectors, so the worker pool can split
+ * it. Vectors cover the whole length: the last one may reach up to 12 bytes past an input or
+ * output, which stays inside its heap block (blocks are multiples of 64 bytes) and is never read
+ * as data. Every other kernel (transcendentals, f64, integers) stays on the generated TypeScript
+ * loop, so the bits never depend on which path ran.
  * One module per kernel structure, cached.
  *
  * Spec: WebAssembly Core 2.0 SIMD (§4.4.3 vector instructions; opcodes from the binary format).
@@ -22,7 +24,7 @@
 import type { FusedKernel, FusedOperand } from "../../fused.ts";
 import { fusedKey, operandDtype } from "../../fused.ts";
 import { type Code, I, T, V, wasmModule } from "./emit.ts";
-import { f16Lanes, f16x4 } from "./gemm_module.ts";
+import { f16Decode, f16Round, F8, f8Decode, f8Encode, f8Round } from "./narrow.ts";
 import { heapMemory } from "../heap.ts";
 
 const simd = (op: number): Code => [0xfd, op < 128 ? op : [op & 0x7f | 0x80, op >> 7]];
@@ -71,7 +73,8 @@ const COMPARE: Record<string, Code> = {
   greaterEqual: simd(0x46),
 };
 
-const WIDTHS = new Set(["f32", "bf16", "f16"]);
+const WIDTHS = new Set(["f32", "bf16", "f16", "f8e4m3", "f8e5m2"]);
+const isF8 = (d: string): d is "f8e4m3" | "f8e5m2" => d === "f8e4m3" || d === "f8e5m2";
 
 /**
  * Whether every operation of `k` is one this path computes bit for bit: f32/bf16/f16
@@ -98,7 +101,7 @@ export function wasmFusible(k: FusedKernel): boolean {
       return WIDTHS.has(op.dtype) && operandDtype(k, op.c) === "bool" && wide(op.a) && wide(op.b);
     }
     if (op.op === "cast") {
-      return WIDTHS.has(op.dtype) && !op.opts?.saturate && wide(op.x);
+      return WIDTHS.has(op.dtype) && wide(op.x); // `saturate` matters for f8 only
     }
     return false;
   });
@@ -189,8 +192,22 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
   const oneVec = local(T.v128);
   const tmp = local(T.v128);
   const s1 = local(T.v128), s2 = local(T.v128), s3 = local(T.v128);
-  /** f32 lanes rounded to f16 (nearest even, as `roundTo`), back as f32 lanes. */
-  const splatI = (v: number): Code => [I.i32(v), V.i32x4Splat];
+  // Constants, hoisted: one local each, set before the loop.
+  const konsts = new Map<number, number>();
+  const konstInit: Code[] = [];
+  const k4 = (bits: number): Code => {
+    let at = konsts.get(bits | 0);
+    if (at === undefined) {
+      konsts.set(bits | 0, at = local(T.v128));
+      konstInit.push(I.i32(bits | 0), V.i32x4Splat, I.set(at));
+    }
+    return I.get(at);
+  };
+  /** i32 lanes of f16 bits on the stack as f32 lanes. */
+  const f16x4 = (h: number, a: number): Code => [I.set(h), f16Decode(h, tmp, a, k4)];
+  /** f32 lanes in `w` as f16 bits. */
+  const f16Lanes = (w: number, a: number): Code => f16Round(w, a, k4);
+  const splatI = k4;
   // f32 lanes `x` rounded to bf16 as `encode` does (ties to even), a NaN kept as it is:
   // bitselect(a, b, m) takes a where m is set, so NaN lanes take x, the others the rounded value.
   const roundBf16 = (code: Code): Code => [code, I.set(tmp), bf16Select(I.get(tmp))];
@@ -244,6 +261,8 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       ? [addr, V.load16x4u(), I.i32(16), V.i32x4Shl]
       : d === "f16"
       ? [addr, V.load16x4u(), f16x4(s1, s2)]
+      : isF8(d)
+      ? [addr, B.load32Zero, B.extend8, B.extend16, I.set(s1), f8Decode(F8[d], s1, tmp, s2, k4)]
       : [addr, B.load32Zero, B.extend8, B.extend16, B.toF32]; // bool bytes → 0.0/1.0 lanes
   /** One element of `d` at `addr`, splat to four f32 lanes. */
   const loadSplat = (d: string, addr: Code): Code =>
@@ -253,6 +272,8 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       ? [addr, I.i32Load16u(), I.i32(16), I.shl, V.i32x4Splat]
       : d === "f16"
       ? [addr, I.i32Load16u(), V.i32x4Splat, f16x4(s1, s2)]
+      : isF8(d)
+      ? [addr, B.load8u, V.i32x4Splat, I.set(s1), f8Decode(F8[d], s1, tmp, s2, k4)]
       : [addr, B.load8u, V.i32x4Splat, B.toF32];
   const advance: Code[] = [];
   k.inputs.forEach((d, j) => {
@@ -297,7 +318,7 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
           code = [x, x, F.mul];
           break;
         case "isfinite": // |x| < Inf, as 1.0/0.0 (NaN compares false)
-          code = [x, F.abs, I.i32(0x7f800000), V.i32x4Splat, COMPARE.less, I.get(oneVec), V.and];
+          code = [x, F.abs, k4(0x7f800000), COMPARE.less, I.get(oneVec), V.and];
           break;
         case "not": // x is 0.0 or 1.0
           code = [x, I.get(zeroVec), COMPARE.equal, I.get(oneVec), V.and];
@@ -336,11 +357,19 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
     } else throw new Error("wasm fused: unsupported op");
     // An op's value rounds to its dtype (a cast from the same dtype, or a widening, is exact).
     const from = op.op === "cast" ? operandDtype(k, op.x) : "f32";
+    if (isF8(op.dtype) && from !== op.dtype) {
+      // f8: the rounded value (f32 lanes); an arithmetic op keeps a NaN as it is (as the loop).
+      const sat = op.op === "cast" && op.opts?.saturate === true;
+      body.push(code, I.set(s1), f8Round(F8[op.dtype], sat, s1, s2, s3, k4));
+      if (op.op !== "cast") body.push(I.get(s1), I.get(s1), I.get(s1), COMPARE.equal, V.bitselect);
+      body.push(I.set(opVec[i]));
+      return;
+    }
     if (op.dtype === "f16" && from !== "f16") {
       // f16: the rounded bits once; the f32 value of them only where later ops read it.
       const bits = local(T.v128);
       opBits.set(i, bits);
-      body.push(code, I.set(s1), f16Lanes(s1, s2, s3), I.set(bits));
+      body.push(code, I.set(s1), f16Lanes(s1, s2), I.set(bits));
       if (used.has(i)) body.push(I.get(bits), f16x4(s2, s3), I.set(opVec[i]));
       return;
     }
@@ -352,12 +381,12 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       body.push(at(outParam[j], 4), I.get(opVec[o]), V.store());
       return;
     }
-    if (d === "bool") {
-      // 0.0/1.0 lanes → bytes 0/1: four lanes narrowed to the low 4 bytes.
+    if (d === "bool" || isF8(d)) {
+      // 0.0/1.0 lanes → bytes 0/1 (f8 values → codes): four lanes narrowed to the low 4 bytes.
       const v = I.get(opVec[o]);
       body.push(
         at(outParam[j], 1),
-        [v, I.get(zeroVec), F.ne, splatI(1), V.and],
+        isF8(d) ? f8Encode(F8[d], opVec[o], s1, k4) : [v, I.get(zeroVec), F.ne, splatI(1), V.and],
         I.set(tmp),
         I.get(tmp),
         I.get(tmp),
@@ -376,7 +405,7 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       const bits = opBits.get(o);
       body.push(
         at(outParam[j], 2),
-        bits !== undefined ? I.get(bits) : [I.get(opVec[o]), I.set(s1), f16Lanes(s1, s2, s3)],
+        bits !== undefined ? I.get(bits) : [I.get(opVec[o]), I.set(s1), f16Lanes(s1, s2)],
         I.set(tmp),
         I.get(tmp),
         I.get(tmp),
@@ -416,7 +445,7 @@ function build(k: FusedKernel, layouts: readonly InputLayout[], shared: boolean)
       I.br(0),
     ),
   );
-  return wasmModule([{ name: "k", params, locals, body: [...pre, loop] }], {
+  return wasmModule([{ name: "k", params, locals, body: [...pre, ...konstInit, loop] }], {
     shared,
     minPages: 1,
     maxPages: 65536,
