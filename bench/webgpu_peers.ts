@@ -303,7 +303,7 @@ interface Trainer {
 const B1 = 0.9, B2 = 0.999, EPS = 1e-8;
 
 /** nbit; with `jit`, its train step is compiled with `jit` (its matmuls are the same kernels). */
-async function nbitLib(jit = false): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
+export async function nbitLib(jit = false): Promise<[Lib<import("../mod.ts").Tensor>, LibInfo]> {
   const nb: NB = await import("../mod.ts");
   const { webgpu } = await import("../lib/backend/webgpu/webgpu.ts");
   const gpu: WebGPUBackend = await webgpu({ powerPreference: "high-performance" });
@@ -482,7 +482,7 @@ async function tfjsLib(): Promise<[Lib<TFTensor>, LibInfo]> {
   }];
 }
 
-async function jaxLib(): Promise<[Lib<JArray>, LibInfo]> {
+export async function jaxLib(): Promise<[Lib<JArray>, LibInfo]> {
   const jax: JAX = await import("@jax-js/jax");
   const np = jax.numpy;
   const started = await jax.init("webgpu");
@@ -718,7 +718,7 @@ async function prepareMatmul<T>(
   }
 }
 
-function trainSetup(): TrainSetup {
+export function trainSetup(): TrainSetup {
   const sizes = [784, 512, 512, 10];
   const batch = 128;
   const w = sizes.slice(1).map((out, i) =>

@@ -21,12 +21,15 @@ import {
   fusedKernel,
   fusedParams,
   type FusedSpec,
+  fusedVec4,
   immediateBits,
 } from "./wgsl/fused.ts";
 
 /**
  * Run `k` over `inputs` (views of `k.size` elements each, any shape and strides): one dispatch,
- * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts).
+ * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts);
+ * `vectorize` (default) takes the vec4 form where it applies (`false`: always the scalar form,
+ * the reference the vec4 form is tested against).
  *
  * @example
  * ```ts
@@ -38,6 +41,7 @@ export function runFused(
   k: FusedKernel,
   inputs: readonly View[],
   opaque: boolean,
+  vectorize = true,
 ): GPUBuffer[] {
   checkAlive(ctx);
   if (inputs.length !== k.inputs.length) {
@@ -61,11 +65,9 @@ export function runFused(
     const c = coalesce(v.shape, [v]);
     return { mode: c.modes[0], shape: c.shape, strides: c.strides[0], offset: v.offset };
   });
-  const spec: FusedSpec = {
-    kernel: k,
-    ins: views.map((v) => ({ mode: v.mode, rank: v.mode === "strided" ? v.shape.length : 0 })),
-    opaque,
-  };
+  const ins = views.map((v) => ({ mode: v.mode, rank: v.mode === "strided" ? v.shape.length : 0 }));
+  const vec4 = vectorize && fusedVec4(k, ins, views.map((v) => v.offset));
+  const spec: FusedSpec = { kernel: k, ins, opaque, vec4 };
   const imm = k.immediates.map((i) =>
     immediateBits(i.dtype, new Uint8Array(encode(i.dtype, [i.value]).buffer))
   );
@@ -75,7 +77,7 @@ export function runFused(
     inputs.map((v) => v.h as GPUBuffer),
     outs,
     fusedParams(spec, k.size, views, imm),
-    fusedGroups(k, k.size),
+    fusedGroups(k, k.size, vec4),
   );
   return outs;
 }
