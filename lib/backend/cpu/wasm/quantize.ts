@@ -642,7 +642,9 @@ function updateFn(spec: UpdateSpec): Uint8Array {
     phase0.push(fsplat(a[j]), I.set(av[j]));
   }
   /** Moment j's old values of the four lanes: map[code] · absmax (four codes in one word). */
+  const ov = f.local(T.v128);
   const old = (j: number): Code => {
+    // map[code of lane l] into lane l of ov
     const entry = (l: number): Code => [
       I.get(tbl[j]),
       I.get(cw),
@@ -650,7 +652,9 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.i32(0x3fc),
       I.and,
       I.add,
-      I.f32Load(MAP),
+      I.get(ov),
+      X.load32Lane(MAP, l),
+      I.set(ov),
     ];
     return [
       I.get(codes[j]),
@@ -660,9 +664,8 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.add,
       X.i32Load(),
       I.set(cw),
-      entry(0),
-      V.f32x4Splat,
-      [1, 2, 3].map((l) => [entry(l), X.replace(l)]),
+      [0, 1, 2, 3].map(entry),
+      I.get(ov),
       I.get(av[j]),
       V.f32x4Mul,
     ];
