@@ -138,7 +138,7 @@ Deno.test("wasm quantize: the WebAssembly path ran (not the fallback)", () => {
   for (const a of [x, am, out, scratch]) cpu.free(a.h, a.dtype, a.size);
 });
 
-/** y in [−1, 1] at every bucket edge of the key table (±1 ulp) and every midpoint (±2 ulps). */
+/** y in [−1, 1] at every edge of the start table's buckets (±1 ulp) and every midpoint (±2 ulps). */
 function edgeValues(maps: Float32Array[]): Float32Array {
   const w = new Float32Array(1), wb = new Uint32Array(w.buffer);
   const out: number[] = [];
@@ -162,7 +162,7 @@ function edgeValues(maps: Float32Array[]): Float32Array {
   return Float32Array.from(out);
 }
 
-Deno.test("wasm quantize: the key table at every bucket edge and midpoint (±ulps), both maps", async () => {
+Deno.test("wasm quantize: every bucket edge and midpoint (±ulps), both maps", async () => {
   if (!wasmEnabled()) return;
   const xs = edgeValues([SIGNED, UNSIGNED]);
   const bs = 256;

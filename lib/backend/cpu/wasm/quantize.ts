@@ -11,12 +11,10 @@
  *
  * The nearest map entry is found as the TypeScript kernel finds it: the first candidate from a
  * table over the top 16 bits of `y = clamp(x / absmax, −1, 1)`, then steps up while the next
- * midpoint is below `y`. Where a map needs at most one step (bitsandbytes' maps), a key table
- * per bucket holds the candidate and the threshold of the bucket's low 16 bits above which y
- * steps: one 32-bit lane load per lane, the rest (ratios, offsets, compare, sign guard of an
- * ascending map) on four lanes. Longer searches unroll (≤ 4 steps) or loop, per lane, and
- * other maps use the guard table. The tables of each map live once on the CPU heap (200 KB per
- * distinct map, at most 8 kept).
+ * midpoint is below `y`. Ratios, buckets, the compare of a single step (bitsandbytes' maps
+ * need 1) and the sign guard of an ascending map run on four lanes; only the table reads are
+ * per lane. Longer searches unroll (≤ 4 steps) or loop, and other maps use the guard table.
+ * The tables of each map live once on the CPU heap (68.6 KB per distinct map, at most 8 kept).
  * Vectors may read and write up to 12 bytes past a buffer, inside its 64-byte heap block; only
  * whole 4-lane groups per block are handled, so `blockSize` must be a multiple of 4 (else the
  * TypeScript kernels run).
@@ -68,15 +66,10 @@ const X = {
   /** `i8x16.narrow_i16x8_u`. */
   narrow8: simd(0x66),
   andnot: simd(0x4f),
-  xor: simd(0x51),
-  i32x4ShrS: simd(0xac),
-  /** `v128.load32_lane` at memarg offset `o` into lane `l`. */
-  load32Lane: (o: number, l: number): Code => [0xfd, 0x56, 2, uleb(o), l],
 } as const;
 
-/** Byte offsets inside a map's heap tables (KEYS: see {@linkcode keyTable}). */
-const MAP = 0, MIDS = 1024, GUARD = 2048, START = 3072, KEYS = START + 65536;
-const TABLE_BYTES = KEYS + 4 * 32768;
+/** Byte offsets inside a map's heap tables. */
+const MAP = 0, MIDS = 1024, GUARD = 2048, START = 3072, TABLE_BYTES = 3072 + 65536;
 const NAN_BITS = 0x7fc00000;
 
 type Kind = "f32" | "bf16" | "f16";
@@ -221,8 +214,6 @@ function quantizeBlock(
   const { i, c, y } = q;
   const zero = [I.i32(0), V.i32x4Splat];
   const srcAt: Code = [I.get(src), I.get(i), I.i32(2), I.shl, I.add];
-  // At most one step and no table guard: the key table, four lanes at once (one lane load each).
-  const vectorStep = steps <= 1 && !(guard && z0 < 0);
   // y = clamp(x / a, −1, 1); 0 for a dead block (a not > 0) or a NaN ratio.
   const ratio: Code = [
     srcAt,
@@ -253,25 +244,9 @@ function quantizeBlock(
     I.get(q.live),
     V.and,
     I.tee(q.vy),
-    vectorStep
-      ? [
-        // the key table's byte offset of each lane: 4 · (bits 16–29, and the sign as bit 14)
-        I.i32(14),
-        V.i32x4ShrU,
-        splat(0xfffc),
-        V.and,
-        I.get(q.vy),
-        I.i32(15),
-        V.i32x4ShrU,
-        splat(0x10000),
-        V.and,
-        V.or,
-      ]
-      : [
-        // the table bucket of each lane: its top 16 bits
-        I.i32(16),
-        V.i32x4ShrU,
-      ],
+    // the table bucket of each lane: its top 16 bits
+    I.i32(16),
+    V.i32x4ShrU,
     I.set(q.vb),
   ];
   // The sign guard's index bits, (x > 0) << 8 | (x < 0) << 9, per lane (for the table guard).
@@ -324,36 +299,31 @@ function quantizeBlock(
     I.set(c),
     I.br(0),
   ));
-  // Entry of lane l: code << 16 | threshold key, loaded into lane l of vm (vb: byte offsets).
+  // One step and no table guard: the midpoint compare runs on the four lanes at once.
+  const vectorStep = steps === 1 && !(guard && z0 < 0);
   const laneVector = (l: number): Code => [
     I.get(tbl),
     I.get(q.vb),
     X.iExtract(l),
     I.add,
-    I.get(q.vm),
-    X.load32Lane(KEYS, l),
+    X.load8u(START),
+    I.tee(c),
+    l === 0 ? V.i32x4Splat : [I.set(c), I.get(q.vc), I.get(c), simd(0x1c, l)],
+    I.set(q.vc),
+    // mids[c] into lane l of vm
+    l === 0 ? [] : I.get(q.vm),
+    I.get(c),
+    I.i32(2),
+    I.shl,
+    I.get(tbl),
+    I.add,
+    I.f32Load(MIDS),
+    l === 0 ? V.f32x4Splat : X.replace(l),
     I.set(q.vm),
   ];
-  // c = code + (key(y) > threshold), key(y) = the low 16 bits of y, flipped where y < 0
+  // c += mids[c] < y (true lanes are −1)
   const stepVector: Code = vectorStep
-    ? [
-      I.get(q.vm),
-      I.i32(16),
-      V.i32x4ShrU,
-      I.get(q.vy),
-      I.get(q.vy),
-      I.i32(31),
-      X.i32x4ShrS,
-      X.xor,
-      splat(0xffff),
-      V.and,
-      I.get(q.vm),
-      splat(0xffff),
-      V.and,
-      V.i32x4GtS,
-      V.i32x4Sub,
-      I.set(q.vc),
-    ]
+    ? [I.get(q.vc), I.get(q.vm), I.get(q.vy), X.fLt, V.i32x4Sub, I.set(q.vc)]
     : [];
   const lane = (l: number): Code =>
     vectorStep ? laneVector(l) : [
@@ -642,9 +612,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
     phase0.push(fsplat(a[j]), I.set(av[j]));
   }
   /** Moment j's old values of the four lanes: map[code] · absmax (four codes in one word). */
-  const ov = f.local(T.v128);
   const old = (j: number): Code => {
-    // map[code of lane l] into lane l of ov
     const entry = (l: number): Code => [
       I.get(tbl[j]),
       I.get(cw),
@@ -652,9 +620,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.i32(0x3fc),
       I.and,
       I.add,
-      I.get(ov),
-      X.load32Lane(MAP, l),
-      I.set(ov),
+      I.f32Load(MAP),
     ];
     return [
       I.get(codes[j]),
@@ -664,8 +630,9 @@ function updateFn(spec: UpdateSpec): Uint8Array {
       I.add,
       X.i32Load(),
       I.set(cw),
-      [0, 1, 2, 3].map(entry),
-      I.get(ov),
+      entry(0),
+      V.f32x4Splat,
+      [1, 2, 3].map((l) => [entry(l), X.replace(l)]),
       I.get(av[j]),
       V.f32x4Mul,
     ];
@@ -886,38 +853,10 @@ function tablesOf(map: ArrayLike<number>): HeapTables {
   m[255] = Infinity; // never below y (y ≤ 1, never NaN): the search stops at 255
   new Uint8Array(buf, ptr + GUARD, 1024).set(guard);
   new Uint8Array(buf, ptr + START, 65536).set(start);
-  if (steps <= 1) new Uint32Array(buf, ptr + KEYS, 32768).set(keyTable(start, m));
   const ascending = values.every((v, i) => v === v && (i === 0 || values[i - 1] <= v));
   const z0 = ascending ? values.filter((v) => v < 0).length : -1;
   heapTables.set(key, t = { ptr, steps, z0 });
   return t;
-}
-
-/**
- * The key table of a map whose search takes at most one step: per bucket of y in [−1, 1] (its
- * top 16 bits, bit 30 dropped: it is 0 for |y| ≤ 1, and the sign moved to bit 14), `c << 16 |
- * t` where c is the bucket's first candidate and t the threshold key: y takes c + 1 exactly
- * when its key (low 16 bits, flipped for y < 0, so keys ascend with y) is above t. Within a
- * bucket keys ascend with y, so "the next midpoint is below y" is the set of keys above one.
- */
-function keyTable(start: Uint8Array, mids: Float32Array): Uint32Array {
-  const keys = new Uint32Array(32768);
-  const w = new Float32Array(1), wb = new Uint32Array(w.buffer);
-  for (let idx = 0; idx < 32768; idx++) {
-    const prefix = (idx & 0x3fff) | (idx & 0x4000 ? 0x8000 : 0);
-    const neg = prefix & 0x8000 ? 0xffff : 0;
-    const c = start[prefix], mid = mids[c];
-    const y = (key: number) => (wb[0] = (prefix << 16 | (key ^ neg)) >>> 0, w[0]);
-    // the greatest key whose y takes no step (−1: every y steps)
-    let lo = -1, hi = 0x10000;
-    while (hi - lo > 1) {
-      const k = (lo + hi) >> 1;
-      if (mid < y(k)) hi = k;
-      else lo = k;
-    }
-    keys[idx] = lo < 0 ? (c + 1) << 16 | 0xffff : c << 16 | lo;
-  }
-  return keys;
 }
 
 /** A buffer for the kernels: its heap address and dtype. */
