@@ -4,6 +4,9 @@
  * `blockwise8bitUpdate` kernel per tensor; `adam8bit (composed)` the composed ops it is bitwise
  * equal to (`fused: false`).
  *
+ * The CPU worker pool starts first (as the first matmul of a training step starts it), so the
+ * long fused kernels of both split across threads; `NBIT_THREADS=1` runs them on one.
+ *
  * Run: deno bench --allow-read --allow-env bench/optim8bit.bench.ts
  */
 import { adam } from "../lib/optim/mod.ts";
@@ -14,6 +17,15 @@ import { dispose, memory, type Tensor, tidy } from "../lib/tensor.ts";
 import { mul } from "../lib/ops/elementwise.ts";
 import { leaves } from "../lib/tree.ts";
 import { key, normal, split } from "../lib/random.ts";
+import { wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
+
+// Start the worker pool and wait (up to 20 s) until its threads are up.
+for (let i = 0; i < 400; i++) {
+  const info = wasmMatmulInfo();
+  if (!info || info.readyThreads >= info.threads) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+console.log(`CPU threads ready: ${wasmMatmulInfo()?.readyThreads ?? 1}`);
 
 const [k1, k2, k3, k4] = split(key(0), 4);
 const params = { w1: normal(k1, [1024, 512]), w2: normal(k2, [512, 1024]) };

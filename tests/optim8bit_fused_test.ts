@@ -18,6 +18,15 @@ import type { DType } from "../lib/dtype.ts";
 import { jit } from "../lib/jit/mod.ts";
 import { assertSameBits, bitsOf } from "./same_bits.ts";
 import { rng } from "./rng.ts";
+import { cpu } from "../lib/backend/cpu/cpu.ts";
+import type { Arg } from "../lib/backend/backend.ts";
+import { blockwise8bitOutputs, type Blockwise8bitUpdate } from "../lib/backend/optim8.ts";
+import { blockwise8bitUpdateKernel } from "../lib/backend/cpu/optim8.ts";
+import { UPDATE_SPLIT_ELEMENTS, wasm8bitUpdateInfo } from "../lib/backend/cpu/wasm/quantize.ts";
+import { closeCpuThreads, setCpuThreads, wasmMatmulInfo } from "../lib/backend/cpu/wasm/matmul.ts";
+import { wasmEnabled } from "../lib/backend/cpu/wasm/features.ts";
+import { decode, encode } from "../lib/dtype.ts";
+import { dynamicMap } from "../lib/optim/quantize.ts";
 
 type Kind = "adam8bit" | "adamw8bit" | "sgd8bit";
 
@@ -186,4 +195,124 @@ Deno.test("8-bit fused update under gradScale: skipped and applied steps match t
   assertSameBits(runs[0], runs[2], "jit fused vs eager composed");
   assert.equal(memory().bytes, before);
   dispose(batches);
+});
+
+/** Throw naming the first output and element that differ (deepEqual's diff of 200K is slow). */
+function sameWords(a: number[][], b: number[][], what: string): void {
+  assert.equal(a.length, b.length, `${what}: outputs`);
+  a.forEach((x, i) => {
+    assert.equal(x.length, b[i].length, `${what}: output ${i} size`);
+    const j = x.findIndex((v, k) => v !== b[i][k]);
+    if (j >= 0) throw new Error(`${what}: output ${i} element ${j}: ${x[j]} vs ${b[i][j]}`);
+  });
+}
+
+Deno.test({
+  name:
+    "8-bit fused update: 1 and 2 threads bitwise equal (and to the TypeScript loop), split by blocks",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    if (!wasmEnabled()) return; // no pool without WebAssembly
+    const u = rng(11);
+    const n = 3 * UPDATE_SPLIT_ELEMENTS + 300; // not a multiple of the block
+    const up = (dtype: DType, xs: ArrayLike<number>): Arg => ({
+      h: cpu.upload(dtype, encode(dtype, Array.from(xs))),
+      dtype,
+      size: xs.length,
+    });
+    const special = [NaN, Infinity, -Infinity, 0, -0, 1e-45];
+    const vals = (len: number, scale: number) =>
+      Array.from(
+        { length: len },
+        (_, i) =>
+          i % 997 === 5
+            ? special[i % special.length]
+            : Math.fround((u() * 2 - 1) * scale * 10 ** (-4 * u())),
+      );
+    const cases: { u: Blockwise8bitUpdate; dtype: DType }[] = [
+      { u: { kind: "adam", blockSize: 256, l2: 0, b1: 0.9, b2: 0.999, decay: true }, dtype: "f32" },
+      {
+        u: { kind: "adam", blockSize: 64, l2: 0.01, b1: 0.9, b2: 0.99, decay: false },
+        dtype: "bf16",
+      },
+      { u: { kind: "sgd", blockSize: 256, l2: 0, b1: 0.9, b2: 0, decay: false }, dtype: "f16" },
+    ];
+    const before = memory().bytes;
+    try {
+      for (const { u: op, dtype } of cases) {
+        const blocks = Math.ceil(n / op.blockSize);
+        const k = op.kind === "adam" ? 2 : 1;
+        const maps = [dynamicMap(), dynamicMap({ signed: false })].slice(0, k);
+        const p = up(dtype, vals(n, 1));
+        const g = up(dtype, vals(n, 0.1));
+        const moments = maps.map((map) => ({
+          codes: Array.from({ length: n }, () => Math.floor(u() * 256)),
+          absmax: Array.from(
+            { length: blocks },
+            (_, b) => b % 50 === 3 ? 0 : Math.fround(u() * 0.1),
+          ),
+          map,
+        }));
+        // f32 tensors of one element, as the optimizers pass them
+        const scalars = (op.kind === "adam" ? [1e-3, 1e-8, ...(op.decay ? [0.999] : [])] : [0.05])
+          .map((x) => Math.fround(x));
+        const inputs = [
+          p,
+          g,
+          ...moments.flatMap((m) => [up("u8", m.codes), up("f32", m.absmax), up("f32", m.map)]),
+          ...scalars.map((s) => up("f32", [s])),
+        ];
+        const outDt = blockwise8bitOutputs(op, dtype, n);
+        const run = async () => {
+          // Reused heap blocks hold junk first, so an element left unwritten shows.
+          const junk = [...outDt, { dtype: "u8" as DType, size: 4 * 2 * (op.blockSize + 4) }]
+            .map((o) => ({ ...o, h: cpu.fill(o.dtype, o.size, o.dtype === "u8" ? 77 : 7) }));
+          junk.reverse().forEach((j) => cpu.free(j.h, j.dtype, j.size));
+          const hs = cpu.blockwise8bitUpdate!(op, inputs);
+          const out = await Promise.all(hs.map((h, j) => cpu.read({ h, ...outDt[j] })));
+          hs.forEach((h, j) => cpu.free(h, outDt[j].dtype, outDt[j].size));
+          return out.map((o) =>
+            Array.from(
+              o instanceof Float32Array ? new Uint32Array(o.buffer, o.byteOffset, o.length) : o,
+            )
+          );
+        };
+        setCpuThreads(1);
+        const s0 = wasm8bitUpdateInfo();
+        const one = await run();
+        assert.equal(wasm8bitUpdateInfo().calls, s0.calls + 1, "the WebAssembly kernel ran");
+        assert.equal(wasm8bitUpdateInfo().splits, s0.splits, "one thread: no split");
+        setCpuThreads(2);
+        for (let i = 0; i < 400 && (wasmMatmulInfo()?.readyThreads ?? 0) < 2; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(wasmMatmulInfo()?.readyThreads, 2, "2 threads did not start");
+        const s1 = wasm8bitUpdateInfo().splits;
+        const two = await run();
+        assert.equal(wasm8bitUpdateInfo().splits, s1 + 1, "two threads: the update was split");
+        sameWords(two, one, `${op.kind} ${dtype}: 2 vs 1 threads`);
+        // The TypeScript loop (the fallback, itself tested against the composed ops).
+        const pv = Float32Array.from(decode(dtype, await cpu.read(p)));
+        const gv = Float32Array.from(decode(dtype, await cpu.read(g)));
+        const newP = new Float32Array(n);
+        const codes = maps.map(() => new Uint8Array(n));
+        const absmax = maps.map(() => new Float32Array(blocks));
+        blockwise8bitUpdateKernel(op, pv, gv, moments, scalars, newP, codes, absmax);
+        const pBits = dtype === "f32" ? new Uint32Array(newP.buffer) : encode(dtype, newP);
+        const want = [
+          Array.from(pBits),
+          ...codes.flatMap((
+            c,
+            j,
+          ) => [Array.from(c), Array.from(new Uint32Array(absmax[j].buffer))]),
+        ];
+        sameWords(one, want, `${op.kind} ${dtype}: WebAssembly vs TypeScript`);
+        inputs.forEach((a) => cpu.free(a.h, a.dtype, a.size));
+      }
+    } finally {
+      closeCpuThreads();
+    }
+    assert.equal(memory().bytes, before);
+  },
 });

@@ -137,3 +137,51 @@ Deno.test("wasm quantize: the WebAssembly path ran (not the fallback)", () => {
   assert.equal(wasmDequantize(ptr(out), ptr(am), SIGNED, 3, 3, ptr(x)), false);
   for (const a of [x, am, out, scratch]) cpu.free(a.h, a.dtype, a.size);
 });
+
+/** y in [−1, 1] at every edge of the start table's buckets (±1 ulp) and every midpoint (±2 ulps). */
+function edgeValues(maps: Float32Array[]): Float32Array {
+  const w = new Float32Array(1), wb = new Uint32Array(w.buffer);
+  const out: number[] = [];
+  const near = (v: number, ulps: number) => {
+    w[0] = v;
+    const b = wb[0];
+    for (let d = -ulps; d <= ulps; d++) {
+      wb[0] = (b + d) >>> 0;
+      if (Math.abs(w[0]) <= 1) out.push(w[0]);
+    }
+  };
+  for (let p = 0; p <= 0x3f80; p++) {
+    for (const sign of [0, 0x80000000]) {
+      for (const low of [0, 0xffff]) {
+        wb[0] = (sign | p << 16 | low) >>> 0;
+        near(w[0], 1);
+      }
+    }
+  }
+  for (const m of maps) for (const v of searchTables(m).mids) near(v, 2), near(-v, 2);
+  return Float32Array.from(out);
+}
+
+Deno.test("wasm quantize: every bucket edge and midpoint (±ulps), both maps", async () => {
+  if (!wasmEnabled()) return;
+  const xs = edgeValues([SIGNED, UNSIGNED]);
+  const bs = 256;
+  const am = new Float32Array(Math.ceil(xs.length / bs)).fill(1); // y = x exactly
+  const x = upload("f32", xs), absmax = upload("f32", am);
+  for (const map of [SIGNED, UNSIGNED]) {
+    for (const guard of [false, true]) {
+      const mapArg = upload("f32", map);
+      const out = {
+        h: cpu.quantize(x, absmax, mapArg, bs, guard),
+        dtype: "u8" as DType,
+        size: xs.length,
+      };
+      const got = await readBits(out);
+      const want = quantizeKernel(xs, am, map, bs, guard, xs.length);
+      for (const a of [mapArg, out]) cpu.free(a.h, a.dtype, a.size);
+      const j = got.findIndex((c, i) => c !== want[i]);
+      assert.equal(j, -1, `x = ${xs[j]}: code ${got[j]}, want ${want[j]} (guard ${guard})`);
+    }
+  }
+  for (const a of [x, absmax]) cpu.free(a.h, a.dtype, a.size);
+});

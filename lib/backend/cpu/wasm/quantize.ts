@@ -5,6 +5,9 @@
  * `lib/backend/optim8.ts`), which per block forms the old moments (`map[code] · absmax`, four
  * lanes gathered from one word of codes), updates them and the param four lanes at a time (every
  * f32 operation rounds as the composed ops do), takes the new block absmax and requantizes.
+ * Long updates are split by whole blocks across the CPU worker pool (its workers compile the
+ * module bytes from the pool's code area, as for fused kernels); each block is computed alone,
+ * with its own scratch per thread, so the thread count never changes a bit.
  *
  * The nearest map entry is found as the TypeScript kernel finds it: the first candidate from a
  * table over the top 16 bits of `y = clamp(x / absmax, −1, 1)`, then steps up while the next
@@ -27,6 +30,9 @@ import { f16Lanes, f16x4 } from "./gemm_module.ts";
 import { wasmEnabled } from "./features.ts";
 import { defaultHeap, heapBuffer, heapMemory } from "../heap.ts";
 import { searchTables } from "../quantize.ts";
+import { cpuPool } from "./matmul.ts";
+import { codeOffset } from "./pool.ts";
+import { f32Bits } from "./fused_run.ts";
 
 const simd = (op: number, ...imm: number[]): Code => [0xfd, uleb(op), imm];
 /** Instructions `emit.ts` does not name. */
@@ -544,8 +550,9 @@ interface UpdateSpec {
 
 /**
  * The fused update. adam parameters: `p, g, c0, a0, t0, c1, a1, t1, n, bs, outP, outC0, outA0,
- * outC1, outA1, s0, s1` (i32) then `stepSize, epsHat, decay, b1, omb1, b2, omb2, l2` (f32);
- * sgd: `p, g, c0, a0, t0, n, bs, outP, outC0, outA0, s0` then `rate, momentum, l2`.
+ * outC1, outA1, s0, s1` then the f32 bits of `stepSize, epsHat, decay, b1, omb1, b2, omb2, l2`;
+ * sgd: `p, g, c0, a0, t0, n, bs, outP, outC0, outA0, s0` then those of `rate, momentum, l2`
+ * (all i32). Block 0 is at the given addresses: a part of the blocks runs with offset addresses.
  */
 function updateFn(spec: UpdateSpec): Uint8Array {
   const f = new Fn();
@@ -563,8 +570,9 @@ function updateFn(spec: UpdateSpec): Uint8Array {
   const names = spec.kind === "adam"
     ? ["stepSize", "epsHat", "decay", "b1", "omb1", "b2", "omb2", "l2"]
     : ["rate", "momentum", "l2"];
+  // Scalars arrive as f32 bits in i32 parameters (as a pool worker passes its argument words).
   const s: Record<string, number> = {};
-  for (const nm of names) s[nm] = f.param(T.f32);
+  for (const nm of names) s[nm] = f.param(T.i32);
 
   const q = qLocals(f);
   const from = f.local(T.i32), b = f.local(T.i32);
@@ -582,7 +590,7 @@ function updateFn(spec: UpdateSpec): Uint8Array {
 
   const pre: Code = [
     qInit(q),
-    ...names.map((nm) => [fsplat(s[nm]), I.set(sv[nm])]),
+    ...names.map((nm) => [I.get(s[nm]), I.f32FromBits, V.f32x4Splat, I.set(sv[nm])]),
     // lanes = [0, 1, 2, 3]
     I.i32(0),
     V.i32x4Splat,
@@ -787,9 +795,14 @@ function updateFn(spec: UpdateSpec): Uint8Array {
 }
 
 type Kernel = (...args: number[]) => void;
-const modules = new Map<string, Kernel | null>();
+/** A compiled kernel and its module bytes (which pool workers compile from the code area). */
+interface Compiled {
+  readonly fn: Kernel;
+  readonly bytes: Uint8Array;
+}
+const modules = new Map<string, Compiled | null>();
 
-function instantiate(key: string, build: () => Uint8Array): Kernel | undefined {
+function instantiate(key: string, build: () => Uint8Array): Compiled | undefined {
   let k = modules.get(key);
   if (k === undefined) {
     try {
@@ -797,7 +810,7 @@ function instantiate(key: string, build: () => Uint8Array): Kernel | undefined {
       const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
         e: { m: heapMemory() },
       });
-      k = inst.exports.k as Kernel;
+      k = { fn: inst.exports.k as Kernel, bytes };
     } catch (e) {
       if (e instanceof WebAssembly.CompileError || e instanceof WebAssembly.LinkError) k = null;
       else throw e;
@@ -877,7 +890,7 @@ export function wasmQuantize(
     () => quantizeFn(kind, t.steps, signGuard, t.z0),
   );
   if (!k) return false;
-  k(x.ptr, absmax, t.ptr, n, blockSize, out, scratch);
+  k.fn(x.ptr, absmax, t.ptr, n, blockSize, out, scratch);
   return true;
 }
 
@@ -894,19 +907,45 @@ export function wasmDequantize(
   const t = tablesOf(map);
   const k = instantiate("d", dequantizeFn);
   if (!k) return false;
-  k(codes, absmax, t.ptr, n, blockSize, out);
+  k.fn(codes, absmax, t.ptr, n, blockSize, out);
   return true;
 }
 
-/** Bytes of scratch the fused update needs (a block of each moment). */
-export function updateScratchBytes(u: Blockwise8bitUpdate): number {
-  return (u.kind === "adam" ? 2 : 1) * 4 * (u.blockSize + 4);
+/**
+ * Elements from which the fused update is split by whole blocks across the CPU worker pool. One
+ * thread takes about 6 ns per element (adam), so 64K elements are about 0.4 ms against a pool
+ * round trip of 1–18 µs (shared/PERF-NOTES.md).
+ */
+export const UPDATE_SPLIT_ELEMENTS = 1 << 16;
+
+const stats = { calls: 0, splits: 0 };
+
+/** How many fused 8-bit updates ran in WebAssembly so far, and how many were split. */
+export function wasm8bitUpdateInfo(): { calls: number; splits: number } {
+  return { ...stats };
 }
+
+/** The most parts an update is split in: the pool's threads (1 without a pool). */
+function maxParts(): number {
+  return cpuPool()?.threads ?? 1;
+}
+
+/**
+ * Bytes of scratch the fused update needs: a block of each moment for each thread that may run
+ * a part of it.
+ */
+export function updateScratchBytes(u: Blockwise8bitUpdate): number {
+  return maxParts() * partScratch(u);
+}
+
+const partScratch = (u: Blockwise8bitUpdate) => (u.kind === "adam" ? 2 : 1) * 4 * (u.blockSize + 4);
 
 /**
  * `Backend.blockwise8bitUpdate` in WebAssembly. `inputs` and `outs` as the contract orders
  * them (heap addresses), `maps` the maps' values, `scalars` the scalar inputs' values, `n`
- * elements; `scratch` of {@linkcode updateScratchBytes}. False where this path does not apply.
+ * elements; `scratch` of {@linkcode updateScratchBytes}. From {@link UPDATE_SPLIT_ELEMENTS}
+ * elements on, whole blocks are split across the worker pool (each block is computed alone,
+ * so the split never changes a bit). False where this path does not apply.
  */
 export function wasmBlockwise8bitUpdate(
   u: Blockwise8bitUpdate,
@@ -931,51 +970,84 @@ export function wasmBlockwise8bitUpdate(
   };
   const k = instantiate(`u:${JSON.stringify(spec)}`, () => updateFn(spec));
   if (!k) return false;
+  stats.calls++;
+  const bits = (x: number) => f32Bits(x);
   const f = Math.fround;
-  const stride = 4 * (u.blockSize + 4);
+  const bs = u.blockSize;
+  const pb = BYTES[spec.p], gb = BYTES[spec.g];
+  const stride = 4 * (bs + 4);
+  // The arguments of blocks [b0, b1) on the thread with scratch `sc`.
+  let args: (b0: number, b1: number, sc: number) => number[];
   if (u.kind === "adam") {
     const [, , c0, a0, , c1, a1] = inputs.map((x) => x.ptr);
     const [stepSize, epsHat, decay = 1] = scalars;
-    k(
-      p.ptr,
-      g.ptr,
-      c0,
-      a0,
-      tables[0].ptr,
-      c1,
-      a1,
-      tables[1].ptr,
-      n,
-      u.blockSize,
-      ...outs,
-      scratch,
-      scratch + stride,
-      stepSize,
-      epsHat,
-      decay,
-      f(u.b1),
-      f(1 - u.b1),
-      f(u.b2),
-      f(1 - u.b2),
-      f(u.l2),
-    );
+    const [oP, oC0, oA0, oC1, oA1] = outs;
+    const tail = [stepSize, epsHat, decay, f(u.b1), f(1 - u.b1), f(u.b2), f(1 - u.b2), f(u.l2)]
+      .map(bits);
+    args = (b0, b1, sc) => {
+      const e0 = b0 * bs, e = Math.min(n, b1 * bs) - e0;
+      return [
+        p.ptr + e0 * pb,
+        g.ptr + e0 * gb,
+        c0 + e0,
+        a0 + 4 * b0,
+        tables[0].ptr,
+        c1 + e0,
+        a1 + 4 * b0,
+        tables[1].ptr,
+        e,
+        bs,
+        oP + e0 * pb,
+        oC0 + e0,
+        oA0 + 4 * b0,
+        oC1 + e0,
+        oA1 + 4 * b0,
+        sc,
+        sc + stride,
+        ...tail,
+      ];
+    };
   } else {
     const [, , c0, a0] = inputs.map((x) => x.ptr);
     const [rate] = scalars;
-    k(
-      p.ptr,
-      g.ptr,
-      c0,
-      a0,
-      tables[0].ptr,
-      n,
-      u.blockSize,
-      ...outs,
-      scratch,
-      rate,
-      f(u.b1),
-      f(u.l2),
-    );
+    const [oP, oC0, oA0] = outs;
+    const tail = [rate, f(u.b1), f(u.l2)].map(bits);
+    args = (b0, b1, sc) => {
+      const e0 = b0 * bs, e = Math.min(n, b1 * bs) - e0;
+      return [
+        p.ptr + e0 * pb,
+        g.ptr + e0 * gb,
+        c0 + e0,
+        a0 + 4 * b0,
+        tables[0].ptr,
+        e,
+        bs,
+        oP + e0 * pb,
+        oC0 + e0,
+        oA0 + 4 * b0,
+        sc,
+        ...tail,
+      ];
+    };
   }
+  const blocks = Math.ceil(n / bs);
+  const pool = n >= UPDATE_SPLIT_ELEMENTS ? cpuPool() : undefined;
+  const parts = pool ? Math.min(pool.ready() + 1, pool.threads, blocks) : 1;
+  const at = parts > 1 ? codeOffset(k.bytes) : undefined;
+  if (!pool || at === undefined) {
+    k.fn(...args(0, blocks, scratch));
+    return true;
+  }
+  stats.splits++;
+  const edge = (q: number) => Math.round((blocks * q) / parts);
+  const ps = partScratch(u);
+  pool.call(
+    parts,
+    at,
+    k.bytes.length,
+    k.fn,
+    (q) => args(edge(q), edge(q + 1), scratch + q * ps),
+    "blockwise8bitUpdate",
+  );
   return true;
 }
