@@ -20,8 +20,20 @@ import { perWord, storeF32 } from "./wgsl/dtype.ts";
 import { type MatmulBlock, matmulKernel, matmulTile, MAX_BATCH_DIMS } from "./wgsl/matmul.ts";
 import { coalesce } from "./views.ts";
 
+/** A folded operand cast is only f32 → f16/bf16 (see `MatmulGeometry.aCast`). */
+function checkCast(name: string, x: Arg, to: DType | undefined): void {
+  if (to === undefined) return;
+  if (x.dtype !== "f32" || (to !== "f16" && to !== "bf16")) {
+    throw new Error(
+      `matmul: ${name} rounds an f32 operand to f16 or bf16; got a ${x.dtype} operand and ` +
+        `${name} ${to} (cast the operand first instead)`,
+    );
+  }
+}
+
 /**
- * Batched matrix product (see `Backend.matmul`); accumulates in f32.
+ * Batched matrix product (see `Backend.matmul`); accumulates in f32. `g.aCast`/`g.bCast` round
+ * an f32 operand to f16/bf16 while loading it (same bits as casting it first).
  *
  * @example
  * ```ts
@@ -36,6 +48,8 @@ export function matmul(
   outDtype: DType,
 ): GPUBuffer {
   checkAlive(ctx);
+  checkCast("aCast", a, g.aCast);
+  checkCast("bCast", b, g.bCast);
   const direct = g.n % perWord(outDtype) === 0;
   const dt: DType = direct ? outDtype : "f32";
   const size = g.batch * g.m * g.n;
@@ -60,6 +74,8 @@ export function matmul(
         transB: g.transB,
         block,
         f16: ctx.f16,
+        aCast: g.aCast,
+        bCast: g.bCast,
       });
       const bd = coalesce(g.batchShape, [
         { strides: g.aBatchStride, offset: 0 },

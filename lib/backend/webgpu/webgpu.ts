@@ -277,6 +277,7 @@ function makeBackend(
       dequantize(ctx, codes, absmax, map, bs, outDtype),
     fused: (k: FusedKernel, inputs: readonly View[]) => runFused(ctx, k, inputs, opaque),
     maxFusedBuffers,
+    matmulCasts: true,
     record: (inputs, body) => record(ctx, inputs, body),
   };
 }

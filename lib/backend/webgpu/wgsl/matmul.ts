@@ -4,7 +4,8 @@
  * 128×128 tiles, twice the multiply-adds per shared-memory read); tiles of A and B, 16 deep in
  * the reduction, are staged in workgroup memory as f32 (narrow dtypes are decoded once while
  * staging), and sums accumulate in f32. transA/transB change only how tiles are loaded
- * (coalesced either way). Batches run on the z axis of the grid; batch offsets come from the
+ * (coalesced either way). An f32 operand with `aCast`/`bCast` is rounded to f16/bf16 as it is
+ * staged (the cast kernel's code), so the product equals cast-then-matmul bitwise. Batches run on the z axis of the grid; batch offsets come from the
  * batch shape and strides.
  *
  * Parameters: `[M, N, K, batch, dims, batchShape[8], aBatchStride[8], bBatchStride[8]]` (batch
@@ -22,6 +23,7 @@ import type { DType } from "../../../dtype.ts";
 import type { Kernel } from "../runtime.ts";
 import { bindings } from "../runtime.ts";
 import { helpers, perWord, rawLoad, rawToF32, storeF32 } from "./dtype.ts";
+import { convert } from "./elementwise.ts";
 
 /** Threads of a workgroup along each output axis. */
 const WG = 16;
@@ -42,6 +44,13 @@ export interface MatmulSig {
   readonly block?: MatmulBlock;
   /** Decode f16 tiles with native f16 (`shader-f16` enabled). */
   readonly f16?: boolean;
+  /**
+   * Round `a`'s loaded values to this dtype first (`MatmulGeometry.aCast`): the cast kernel's
+   * own conversion code, then the exact widening the `aCast` matmul's loader does.
+   */
+  readonly aCast?: DType;
+  /** As `aCast`, for `b`. */
+  readonly bCast?: DType;
 }
 
 /** Most batch dimensions (after merging) a matmul kernel takes. */
@@ -59,9 +68,16 @@ export function matmulTile(block: MatmulBlock): number {
   return WG * block;
 }
 
-function loader(buf: string, d: DType, deps: Set<string>, hw: boolean): string {
+function loader(buf: string, d: DType, deps: Set<string>, hw: boolean, cast?: DType): string {
   if (d === "f16" && hw) {
     return `fn ld${buf}(i: u32) -> f32 { return f32(${buf}[i]); }`;
+  }
+  if (cast !== undefined) {
+    // The raw bits rounded as the eager cast kernel rounds them, then widened exactly.
+    const c = convert(d, cast, rawLoad(buf, d, "i"));
+    const v = rawToF32(cast, c.expr);
+    [...c.deps, ...v.deps].forEach((x) => deps.add(x));
+    return `fn ld${buf}(i: u32) -> f32 { return ${v.expr}; }`;
   }
   const v = rawToF32(d, rawLoad(buf, d, "i"));
   v.deps.forEach((x) => deps.add(x));
@@ -81,7 +97,8 @@ export function matmulKernel(s: MatmulSig): Kernel {
   const block = s.block ?? 4;
   return {
     key: `matmul:${s.a}:${s.b}:${s.out}:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
-      `:b${block}` + (s.f16 ? ":hw16" : ""),
+      `:b${block}` + (s.f16 ? ":hw16" : "") + (s.aCast ? `:ca${s.aCast}` : "") +
+      (s.bCast ? `:cb${s.bCast}` : ""),
     inputs: 2,
     params,
     code: () => matmulCode(s, block, params),
@@ -184,8 +201,8 @@ ${words.join("\n")}
 function matmulCode(s: MatmulSig, block: MatmulBlock, params: number): string {
   const deps = new Set<string>();
   const hw = s.f16 === true && (s.a === "f16" || s.b === "f16");
-  const ldA = loader("I0", s.a, deps, hw);
-  const ldB = loader("I1", s.b, deps, hw);
+  const ldA = loader("I0", s.a, deps, hw, s.aCast);
+  const ldB = loader("I1", s.b, deps, hw, s.bCast);
   const st = storeF32(s.out, "v");
   st.deps.forEach((x) => deps.add(x));
   const tile = matmulTile(block);
