@@ -1,12 +1,16 @@
 /**
  * WebGPU kernels that fold work into another kernel, each bitwise equal to the unfolded kernels
  * on the same device: a matmul that rounds an f32 operand to f16/bf16 while loading it
- * (`MatmulGeometry.aCast`/`bCast`) against cast-then-matmul.
+ * (`MatmulGeometry.aCast`/`bCast`) against cast-then-matmul, and a fused kernel with a
+ * reduction (`FusedKernel.reduce`) against the fused elementwise kernel followed by the eager
+ * reduce kernel.
  */
 import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
-import type { DType } from "../lib/dtype.ts";
-import type { Handle, MatmulGeometry } from "../lib/backend/backend.ts";
+import { type DType, encode } from "../lib/dtype.ts";
+import type { Handle, MatmulGeometry, ReduceOp, View } from "../lib/backend/backend.ts";
+import type { FusedKernel, FusedOp } from "../lib/backend/fused.ts";
+import { SPECIAL } from "./elementwise_graphs.ts";
 import type { WebGPUBackend } from "../lib/backend/webgpu/webgpu.ts";
 import { gtest } from "./webgpu_setup.ts";
 
@@ -128,4 +132,148 @@ gtest("matmul aCast: a clear error for a non-f32 operand or a non-f16/bf16 targe
   nodeAssert.throws(() => g.matmul(y, y, { ...geo, bCast: "f8e4m3" }, "f32"), /bCast f8e4m3/);
   g.free(h, "f16", 4);
   g.free(f, "f32", 4);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fused kernels with a reduction
+
+const inp = (index: number) => ({ kind: "input", index }) as const;
+const op = (index: number) => ({ kind: "op", index }) as const;
+const imm = (index: number) => ({ kind: "imm", index }) as const;
+
+/**
+ * Prologue chains like those of a train step: [ops, index of the reduced op, side outputs].
+ * Input 0 has dtype `d`, input 1 is f32; immediate 0 is an f32.
+ */
+function chain(t: number, d: DType): [FusedOp[], number, number[]] {
+  switch (t) {
+    case 0: // gradScale's finite check: isfinite(f32(g) * inv) → all, the unscaled grad kept
+      return [
+        [
+          { op: "cast", x: inp(0), dtype: "f32" },
+          { op: "binary", kind: "mul", a: op(0), b: imm(0), dtype: "f32" },
+          { op: "unary", kind: "isfinite", x: op(1), dtype: "bool" },
+        ],
+        2,
+        [1],
+      ];
+    case 1: // softmax's exp(x - y) → sum
+      return [
+        [
+          { op: "binary", kind: "sub", a: inp(0), b: inp(1), dtype: "f32" },
+          { op: "unary", kind: "exp", x: op(0), dtype: "f32" },
+        ],
+        1,
+        [],
+      ];
+    case 2: // a norm's abs → max, in the input dtype
+      return [[{ op: "unary", kind: "abs", x: inp(0), dtype: d }], 0, []];
+    case 3: // a dot product x*y → sum, the product kept
+      return [[{ op: "binary", kind: "mul", a: inp(0), b: inp(1), dtype: "f32" }], 0, [0]];
+    default: // where(x == y, x, c) cast to i32 → sum, the f32 select kept
+      return [
+        [
+          { op: "binary", kind: "equal", a: inp(0), b: inp(1), dtype: "bool" },
+          { op: "where", c: op(0), a: inp(1), b: imm(0), dtype: "f32" },
+          { op: "cast", x: op(1), dtype: "i32" },
+        ],
+        2,
+        [1],
+      ];
+  }
+}
+
+gtest("fused reduce ≡ fused kernel then eager reduce, bitwise (property)", async (g) => {
+  nodeAssert.equal(g.fusedReduce, true);
+  // Finite values, with at most two special ones (NaN, ±Inf, ±0, …) at random places: a NaN
+  // in every sum would hide a wrong value.
+  const vals = fc.oneof(
+    fc.float({ min: -100, max: 100, noNaN: true, noDefaultInfinity: true }),
+    fc.integer({ min: -4, max: 4 }),
+  );
+  const specials = fc.array(
+    fc.record({ at: fc.nat(), v: fc.constantFrom(...SPECIAL) }),
+    { maxLength: 2 },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        t: fc.integer({ min: 0, max: 4 }),
+        d: fc.constantFrom<DType>("f32", "f16", "bf16"),
+        red: fc.constantFrom<ReduceOp>("sum", "max", "min", "argmax", "argmin", "all", "any"),
+        out: fc.constantFrom<DType>("f32", "f16", "i32", "bool"),
+        outer: fc.integer({ min: 1, max: 4 }),
+        reduce: fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 60, max: 600 })),
+        inner: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 5 })),
+        c: fc.constantFrom(0.5, 3, 1e-3, Infinity),
+        seed: fc.integer({ min: 0, max: 1000 }),
+      }),
+      fc.array(vals, { minLength: 64, maxLength: 64 }),
+      specials,
+      async (c, pool, sp) => {
+        const [ops, x, side] = chain(c.t, c.d);
+        const size = c.outer * c.reduce * c.inner;
+        const outDtype: DType = c.red === "argmax" || c.red === "argmin"
+          ? "i32"
+          : c.red === "all" || c.red === "any"
+          ? "bool"
+          : c.out === "bool" || c.out === "i32"
+          ? (ops[x].dtype === "i32" || ops[x].dtype === "bool" ? "i32" : "f32")
+          : c.out;
+        const pick = (i: number, s: number) => pool[(i * 7 + s * 13 + c.seed) % pool.length];
+        const v0 = Array.from({ length: size }, (_, i) => pick(i, 1));
+        for (const { at, v } of sp) v0[at % size] = v;
+        const v1 = Array.from({ length: size }, (_, i) => (i % 3 ? pick(i, 2) : v0[i]));
+        const h0 = g.upload(c.d, encode(c.d, v0));
+        const h1 = g.upload("f32", new Float32Array(v1));
+        const views: View[] = [
+          { h: h0, dtype: c.d, size, shape: [size], strides: [1], offset: 0 },
+          { h: h1, dtype: "f32", size, shape: [size], strides: [1], offset: 0 },
+        ];
+        const base: FusedKernel = {
+          shape: [size],
+          size,
+          inputs: [c.d, "f32"],
+          immediates: [{ value: c.c, dtype: "f32" }],
+          ops,
+          outputs: side,
+        };
+        const k: FusedKernel = {
+          ...base,
+          reduce: {
+            op: c.red,
+            x,
+            outer: c.outer,
+            reduce: c.reduce,
+            inner: c.inner,
+            dtype: outDtype,
+          },
+        };
+        const got = g.fused!(k, views);
+        const ref = g.fused!({ ...base, outputs: [...side, x] }, views);
+        const xr = ref[side.length];
+        const want = g.reduce(
+          c.red,
+          { h: xr, dtype: ops[x].dtype, size },
+          c.outer,
+          c.reduce,
+          c.inner,
+          outDtype,
+        );
+        const what = JSON.stringify(c);
+        for (let j = 0; j < side.length; j++) {
+          const d = ops[side[j]].dtype;
+          assertEquals(await bits(g, got[j], d, size), await bits(g, ref[j], d, size), what);
+        }
+        const n = c.outer * c.inner;
+        assertEquals(
+          await bits(g, got[side.length], outDtype, n),
+          await bits(g, want, outDtype, n),
+          what,
+        );
+        for (const h of [h0, h1, ...got, ...ref, want]) g.free(h, "f32", 0);
+      },
+    ),
+    { numRuns: 40 },
+  );
 });

@@ -216,6 +216,11 @@ export interface Backend {
    * and writes one buffer per output, bitwise equal to running its operations one by one.
    */
   fused?(k: FusedKernel, inputs: readonly View[]): Handle[];
+  /**
+   * Whether `fused` accepts kernels with `reduce` set (a reduction computed in the same pass
+   * as its elementwise prologue) whose `outputs` are all 4-byte dtypes (f32, i32).
+   */
+  readonly fusedReduce?: boolean;
   /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
   readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */

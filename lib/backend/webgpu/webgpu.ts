@@ -278,6 +278,7 @@ function makeBackend(
     fused: (k: FusedKernel, inputs: readonly View[]) => runFused(ctx, k, inputs, opaque),
     maxFusedBuffers,
     matmulCasts: true,
+    fusedReduce: true,
     record: (inputs, body) => record(ctx, inputs, body),
   };
 }

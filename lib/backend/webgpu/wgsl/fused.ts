@@ -53,7 +53,7 @@ export function fusedPer(k: FusedKernel): number {
 }
 
 /** Index of the first immediate in the parameters. */
-function immBase(spec: Pick<FusedSpec, "ins">): number {
+export function immBase(spec: Pick<FusedSpec, "ins">): number {
   let n = 1;
   for (const x of spec.ins) n += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
   return n;
@@ -76,7 +76,7 @@ export function fusedKernel(spec: FusedSpec): Kernel {
     inputs: spec.ins.length,
     outputs: spec.kernel.outputs.length,
     params,
-    code: () => fusedCode(spec, base, params),
+    code: () => fusedCode(spec, params),
   };
 }
 
@@ -106,7 +106,26 @@ function opLane(k: FusedKernel, i: number): { lane: (v: Vals) => Lane; args: Fus
   }
 }
 
-function fusedCode(spec: FusedSpec, base: number, params: number): string {
+/**
+ * The WGSL a fused kernel's `main` builds on: one function per operation and
+ * `lane(e) -> Outs`, which computes every operation at element `e` and returns the raw bits of
+ * the operations `fields` names (as `Outs.v0…`), in order. Parameters are read through `acc`
+ * (a WGSL function `acc(i) -> u32` the caller declares, with the layout of `fusedParams`); the
+ * lane function is called `name` (default `lane`), and
+ * `deps` lists the helpers the caller must emit once (see `helpers`).
+ *
+ * @example
+ * ```ts
+ * const { deps, code } = fusedLanes(spec, [0], "p"); // lane(e) of a one-output kernel
+ * ```
+ */
+export function fusedLanes(
+  spec: FusedSpec,
+  fields: readonly number[],
+  acc: string,
+  name = "lane",
+): { deps: Set<string>; code: string } {
+  const base = immBase(spec);
   const k = spec.kernel;
   const deps = new Set<string>();
   const modules = new Set<string>();
@@ -137,7 +156,7 @@ function fusedCode(spec: FusedSpec, base: number, params: number): string {
   const body: string[] = [];
   let at = 1;
   spec.ins.forEach((x, j) => {
-    const off = `p(${at}u)`;
+    const off = `${acc}(${at}u)`;
     const dt = k.inputs[j];
     if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, `${off} + e`)};`);
     else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, off)};`);
@@ -145,35 +164,57 @@ function fusedCode(spec: FusedSpec, base: number, params: number): string {
       body.push(`  var o${j} = ${off};`, "  { var rem = e;");
       for (let d = x.rank - 1; d >= 0; d--) {
         body.push(
-          `    { let s = p(${at + 1 + d}u); let q = rem / s;` +
-            ` o${j} = o${j} + (rem - q * s) * p(${at + 1 + x.rank + d}u); rem = q; }`,
+          `    { let s = ${acc}(${at + 1 + d}u); let q = rem / s;` +
+            ` o${j} = o${j} + (rem - q * s) * ${acc}(${at + 1 + x.rank + d}u); rem = q; }`,
         );
       }
       body.push("  }", `  let r${j} = ${rawLoad(`I${j}`, dt, `o${j}`)};`);
     }
     at += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
   });
-  const zero = `p(${base + k.immediates.length}u)`;
+  const zero = `${acc}(${base + k.immediates.length}u)`;
   if (spec.opaque) body.push(`  let z = ${zero};`);
   const ref = (o: FusedOperand) =>
-    o.kind === "input" ? `r${o.index}` : o.kind === "imm" ? `p(${base + o.index}u)` : `t${o.index}`;
+    o.kind === "input"
+      ? `r${o.index}`
+      : o.kind === "imm"
+      ? `${acc}(${base + o.index}u)`
+      : `t${o.index}`;
   k.ops.forEach((_, i) => {
     const call = `op${i}(${opLane(k, i).args.map(ref).join(", ")})`;
     body.push(`  let t${i} = ${spec.opaque ? `${call} | z` : call};`);
   });
-  const m = k.outputs.length;
-  const fields = k.outputs.map((_, j) => `v${j}: u32`).join(", ");
-  body.push(`  return Outs(${k.outputs.map((o) => `t${o}`).join(", ")});`);
-  // main: P lanes, then whole words of each output.
-  const P = fusedPer(k);
-  const decl = [
+  body.push(`  return Outs(${fields.map((o) => `t${o}`).join(", ")});`);
+  const struct = fields.length ? fields.map((_, j) => `v${j}: u32`).join(", ") : "v: u32";
+  const code = `${[...modules].join("\n")}
+struct Outs { ${struct} }
+${fns.join("\n")}
+fn ${name}(e: u32) -> Outs {
+${body.join("\n")}
+}`;
+  return { deps, code };
+}
+
+/**
+ * Declarations of a fused kernel's bindings: the uniform `P` with its accessor `p`, inputs
+ * `I0…` and `outputs` storage outputs `O0…`.
+ */
+export function fusedDecl(spec: FusedSpec, params: number, outputs: number): string {
+  return [
     `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.ceil(params / 4)}>;`,
     ...spec.ins.map((_, j) => `@group(0) @binding(${j + 1}) var<storage, read> I${j}: array<u32>;`),
-    ...k.outputs.map((_, j) =>
-      `@group(0) @binding(${spec.ins.length + 1 + j}) var<storage, read_write> O${j}: array<u32>;`
-    ),
+    ...Array.from({ length: outputs }, (_, j) => {
+      const b = spec.ins.length + 1 + j;
+      return `@group(0) @binding(${b}) var<storage, read_write> O${j}: array<u32>;`;
+    }),
     "fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }",
-  ];
+  ].join("\n");
+}
+
+function fusedCode(spec: FusedSpec, params: number): string {
+  const k = spec.kernel;
+  // main: P lanes, then whole words of each output.
+  const P = fusedPer(k);
   const main: string[] = [
     `  let wi = g.x + g.y * nw.x * ${WG}u;`,
     "  let n = p(0u);",
@@ -198,14 +239,10 @@ function fusedCode(spec: FusedSpec, base: number, params: number): string {
       main.push(`  ${cond}{ O${j}[wi * ${P / per}u + ${q}u] = ${parts.join(" | ")}; }`);
     }
   });
-  return `${decl.join("\n")}
-${helpers(deps)}
-${[...modules].join("\n")}
-struct Outs { ${fields}${m ? "" : "v: u32"} }
-${fns.join("\n")}
-fn lane(e: u32) -> Outs {
-${body.join("\n")}
-}
+  const lanes = fusedLanes(spec, k.outputs, "p");
+  return `${fusedDecl(spec, params, k.outputs.length)}
+${helpers(lanes.deps)}
+${lanes.code}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
 ${main.join("\n")}
