@@ -4,11 +4,14 @@
  * reads element for element (same size, contiguous, offset 0); a producer read any other way
  * (broadcast, transposed, sliced) ends its group first. Groups may have several outputs (Adam's
  * params and both moments in one pass). Scalar fills become immediates. Groups are split when
- * they would bind more buffers than the backend allows.
+ * they would bind more buffers than the backend allows. Where the backend takes reductions
+ * (`Backend.fusedReduce`), a reduce of a group's value runs in the same kernel as the members
+ * it needs (a reduction prologue; the other values they make that later kernels read are
+ * written out too, when 4 bytes wide).
  *
  * @module
  */
-import { decode, encode } from "../dtype.ts";
+import { byteSize, decode, encode } from "../dtype.ts";
 import type { FusedKernel, FusedOp, FusedOperand } from "../backend/fused.ts";
 import { inputsOf as nodeInputs, type Node, type ViewRef } from "./graph.ts";
 import type { Simplified } from "./passes.ts";
@@ -81,7 +84,12 @@ interface Group {
  */
 export function schedule(
   s: Simplified,
-  opts: { readonly fuse: boolean; readonly maxBuffers: number },
+  opts: {
+    readonly fuse: boolean;
+    readonly maxBuffers: number;
+    /** The backend's `fused` takes reductions (`Backend.fusedReduce`). */
+    readonly reduce?: boolean;
+  },
 ): Step[] {
   const { nodes, constant } = s;
   const out: Step[] = [];
@@ -100,7 +108,9 @@ export function schedule(
   const mayJoin = (c: number, y: number, now: number) =>
     c > now && !constant[c] && fusible(nodes[c]) &&
     reads(nodes[c]).some((v) => v.id === y && isIdentity(v, nodes[y].size));
-  const need = (g: Group, id: number, now: number) => {
+  // The members that must run now for value `id` (its ancestors in `g`, and the members no
+  // later kernel can join).
+  const needed = (g: Group, id: number, now: number): Set<number> => {
     const inside = new Set(g.members);
     const anc = new Set<number>();
     // Members no later kernel can join (every reader is outside the group and cannot fuse)
@@ -115,14 +125,34 @@ export function schedule(
       anc.add(m);
       for (const v of reads(nodes[m])) if (inside.has(v.id)) stack.push(v.id);
     }
+    return anc;
+  };
+  const need = (g: Group, id: number, now: number) => {
+    const anc = needed(g, id, now);
     if (anc.size === g.members.length) return close(g);
     const part: Group = { members: g.members.filter((m) => anc.has(m)), open: true };
     g.members = g.members.filter((m) => !anc.has(m));
     for (const m of part.members) groupOf[m] = part;
     close(part);
   };
+  // A reduce of an open group's value: the members it needs and the reduce as one kernel.
+  const prologue = (n: Node & { op: "reduce" }, id: number): boolean => {
+    const g = groupOf[n.x];
+    if (!g?.open || n.reduce === 0) return false;
+    const anc = needed(g, n.x, id);
+    const part = g.members.filter((m) => anc.has(m));
+    const step = buildReduce(s, part, id, opts.maxBuffers);
+    if (!step) return false;
+    g.members = g.members.filter((m) => !anc.has(m));
+    if (g.members.length === 0) g.open = false;
+    const closed: Group = { members: part, open: false };
+    for (const m of part) groupOf[m] = closed;
+    out.push(step);
+    return true;
+  };
   nodes.forEach((n, id) => {
     if (constant[id] || n.op === "input") return;
+    if (opts.fuse && opts.reduce && n.op === "reduce" && prologue(n, id)) return;
     if (!opts.fuse || !fusible(n)) {
       for (const i of new Set(inputIds(n))) {
         const g = groupOf[i];
@@ -191,8 +221,9 @@ function isFill(s: Simplified, id: number): boolean {
   return s.nodes[id].op === "fill";
 }
 
-function outputsOf(s: Simplified, members: readonly number[]): number[] {
+function outputsOf(s: Simplified, members: readonly number[], reader?: number): number[] {
   const inside = new Set(members);
+  if (reader !== undefined) inside.add(reader);
   const outs = new Set(s.outputs);
   return members.filter((m) => outs.has(m) || s.consumers[m].some((c) => !inside.has(c)));
 }
@@ -222,8 +253,24 @@ function buffersOf(s: Simplified, members: readonly number[]): number {
   return externalReads(s, members).length + outputsOf(s, members).length;
 }
 
-function build(s: Simplified, members: readonly number[]): Step {
-  if (members.length === 1) return { kind: "node", id: members[0] };
+/**
+ * The fused kernel of `members` with reduce node `id` of one of them, or `undefined` when the
+ * backend's limits forbid it (a side output that is not 4 bytes wide, too many buffers).
+ */
+function buildReduce(
+  s: Simplified,
+  members: readonly number[],
+  id: number,
+  maxBuffers: number,
+): Step | undefined {
+  const side = outputsOf(s, members, id);
+  if (side.some((o) => byteSize(s.nodes[o].dtype) !== 4)) return undefined;
+  if (externalReads(s, members).length + side.length + 1 > maxBuffers) return undefined;
+  return build(s, members, id);
+}
+
+function build(s: Simplified, members: readonly number[], reduce?: number): Step {
+  if (members.length === 1 && reduce === undefined) return { kind: "node", id: members[0] };
   const inputs = externalReads(s, members);
   const inputIndex = new Map(inputs.map((v, i) => [viewKey(v), i]));
   const opIndex = new Map<number, number>();
@@ -269,8 +316,9 @@ function build(s: Simplified, members: readonly number[]): Step {
     }
     opIndex.set(m, ops.length - 1);
   }
-  const outputs = outputsOf(s, members);
+  const outputs = outputsOf(s, members, reduce);
   const size = s.nodes[members[0]].size;
+  const r = reduce === undefined ? undefined : s.nodes[reduce];
   return {
     kind: "fused",
     kernel: {
@@ -280,9 +328,21 @@ function build(s: Simplified, members: readonly number[]): Step {
       immediates,
       ops,
       outputs: outputs.map((o) => opIndex.get(o)!),
+      ...(r?.op === "reduce"
+        ? {
+          reduce: {
+            op: r.kind,
+            x: opIndex.get(r.x)!,
+            outer: r.outer,
+            reduce: r.reduce,
+            inner: r.inner,
+            dtype: r.dtype,
+          },
+        }
+        : {}),
     },
     inputs,
-    outputs,
-    members: [...members],
+    outputs: reduce === undefined ? outputs : [...outputs, reduce],
+    members: reduce === undefined ? [...members] : [...members, reduce],
   };
 }

@@ -129,7 +129,11 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
   const s = simplify(g);
   const { nodes, constant } = s;
   const fuse = (opts.fuse ?? true) && typeof b.fused === "function";
-  const steps = schedule(s, { fuse, maxBuffers: b.maxFusedBuffers ?? Infinity });
+  const steps = schedule(s, {
+    fuse,
+    maxBuffers: b.maxFusedBuffers ?? Infinity,
+    reduce: b.fusedReduce === true,
+  });
 
   // Constants that per-call work or the outputs read, and the constants they are made from.
   const needed = new Set<number>();
@@ -191,7 +195,8 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
   const describe = (st: Step): string => {
     if (st.kind === "fused") {
       const ops = st.kernel.ops.map((o) => (o.op === "unary" || o.op === "binary" ? o.kind : o.op));
-      return `fused ${st.kernel.size}: ${ops.join(" ")} → ${st.outputs.length} out`;
+      const r = st.kernel.reduce ? ` → ${st.kernel.reduce.op}` : "";
+      return `fused ${st.kernel.size}: ${ops.join(" ")}${r} → ${st.outputs.length} out`;
     }
     const n = nodes[st.id];
     const what = "kind" in n ? `${n.op}:${n.kind}` : n.op;
