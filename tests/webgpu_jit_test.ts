@@ -1,6 +1,6 @@
 /**
  * jit on WebGPU: fused kernels and recorded programs give the same bits as eager kernels on the
- * same device (random elementwise graphs, packed outputs, 20 train steps under every preset and
+ * same device (random elementwise graphs, reductions of elementwise chains, packed outputs, 20 train steps under every preset and
  * three optimizers), a replay makes no bind group, buffer or writeBuffer and submits once
  * (counted by wrapping the WebGPU objects), eager work keeps its order around replays, and
  * memory stays flat over 1,000 jitted steps.
@@ -117,6 +117,93 @@ gtest("jit ≡ eager bitwise: random elementwise graphs with broadcasts (propert
   const before = nb.memory(g);
   const fused = await randomGraphs(g, 60);
   assert(fused >= 30, `only ${fused} of 60 graphs ran a fused kernel`);
+  assertEquals(nb.memory(g).tensors, before.tensors);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Random graphs with reductions: elementwise prologues fused into the reduce (jit vs eager)
+
+const chains: ((x: Tensor, y: Tensor) => Tensor)[] = [
+  (x, y) => nb.mul(x, y),
+  (x, y) => nb.exp(nb.sub(x, y)),
+  (x) => nb.abs(x),
+  (x) => nb.isFinite(nb.mul(nb.astype(x, "f32"), 0.5)),
+  (x, y) => nb.where(nb.less(x, y), nb.astype(x, "f32"), y),
+  (x, y) => nb.astype(nb.add(nb.astype(x, "f32"), y), "i32"),
+];
+const reducers: ((t: Tensor, axis: number | undefined) => Tensor)[] = [
+  (t, a) => nb.sum(t, a),
+  (t, a) => nb.max(t, a),
+  (t, a) => nb.min(t, a),
+  (t, a) => nb.argmax(t, a ?? -1),
+  (t, a) => nb.all(t, a),
+  (t, a) => nb.any(t, a),
+  (t, a) => nb.mean(t, a),
+];
+
+gtest("jit ≡ eager bitwise: reductions of elementwise chains (property)", async (g) => {
+  const before = nb.memory(g);
+  let fusedReduces = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        shape: fc.oneof(
+          fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }),
+          fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 65, max: 300 })),
+        ),
+        d: fc.constantFrom("f32", "f16", "bf16"),
+        chain: fc.integer({ min: 0, max: chains.length - 1 }),
+        red: fc.integer({ min: 0, max: reducers.length - 1 }),
+        axis: fc.option(fc.integer({ min: -1, max: 0 }), { nil: undefined }),
+        keep: fc.boolean(),
+        second: fc.integer({ min: 0, max: reducers.length - 1 }),
+        seed: fc.nat(1000),
+      }),
+      async (c) => {
+        const size = c.shape.reduce((a, b) => a * b, 1);
+        const val = (i: number, s: number) => {
+          const k = (i * 31 + s * 17 + c.seed) % 97;
+          return k === 5 ? SPECIAL[(i + s) % SPECIAL.length] : (k - 48) / 8;
+        };
+        const x = tensor(Array.from({ length: size }, (_, i) => val(i, 1)), {
+          shape: c.shape,
+          dtype: c.d as "f32",
+          device: g,
+        });
+        const y = tensor(Array.from({ length: size }, (_, i) => val(i, 2)), {
+          shape: c.shape,
+          device: g,
+        });
+        const fn = (x: Tensor, y: Tensor) => {
+          const t = chains[c.chain](x, y);
+          const u = chains[(c.chain + 1) % chains.length](x, y);
+          const out = [reducers[c.red](t, c.axis), reducers[c.second](u, undefined)];
+          return c.keep ? [...out, t] : out;
+        };
+        let eager: Tensor[];
+        try {
+          eager = nb.tidy(() => fn(x, y));
+        } catch {
+          nb.dispose([x, y]);
+          return; // e.g. argmax of a bool: not a jit question
+        }
+        const f = jit(fn);
+        const first = f(x, y);
+        const again = f(x, y);
+        const e = await bitsOf(eager);
+        const what = JSON.stringify(c);
+        assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+        assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+        if (f.lastStats!.schedule.some((l) => /^fused .* → (sum|max|min|arg|all|any)/.test(l))) {
+          fusedReduces++;
+        }
+        f.clear();
+        nb.dispose([eager, first, again, x, y]);
+      },
+    ),
+    { numRuns: 50 },
+  );
+  assert(fusedReduces >= 25, `only ${fusedReduces} of 50 graphs fused a reduce`);
   assertEquals(nb.memory(g).tensors, before.tensors);
 });
 
