@@ -3,7 +3,8 @@
  * on the same device: a matmul that rounds an f32 operand to f16/bf16 while loading it
  * (`MatmulGeometry.aCast`/`bCast`) against cast-then-matmul, and a fused kernel with a
  * reduction (`FusedKernel.reduce`) against the fused elementwise kernel followed by the eager
- * reduce kernel.
+ * reduce kernel, and a matmul with an elementwise epilogue (`matmulFused`) against the matmul
+ * followed by the fused kernel.
  */
 import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
@@ -275,5 +276,107 @@ gtest("fused reduce ≡ fused kernel then eager reduce, bitwise (property)", asy
       },
     ),
     { numRuns: 40 },
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Matmul epilogues
+
+/**
+ * Epilogues like those of a train step over a `[m, n]` product (input 0) of dtype `d`, with
+ * input 1 a bias of `n` (dtype `d`, broadcast over rows) and input 2 an f32 `[m, n]`.
+ */
+function epilogue(t: number, d: DType): FusedOp[] {
+  switch (t) {
+    case 0: // bias + relu, the pre-activation kept
+      return [
+        { op: "binary", kind: "add", a: inp(0), b: inp(1), dtype: d },
+        { op: "unary", kind: "relu", x: op(0), dtype: d },
+      ];
+    case 1: // logits: bias add, then f32
+      return [
+        { op: "binary", kind: "add", a: inp(0), b: inp(1), dtype: d },
+        { op: "cast", x: op(0), dtype: "f32" },
+      ];
+    case 2: // relu backward: where(a > 0, product, 0)
+      return [
+        { op: "binary", kind: "greater", a: inp(2), b: imm(0), dtype: "bool" },
+        { op: "where", c: op(0), a: inp(0), b: imm(0), dtype: d },
+      ];
+    default: // the product itself, and a scaled copy in bf16
+      return [
+        { op: "cast", x: inp(0), dtype: d },
+        { op: "binary", kind: "mul", a: inp(0), b: imm(1), dtype: "bf16" },
+      ];
+  }
+}
+
+gtest("matmul epilogue ≡ matmul then fused kernel, bitwise (property)", async (g) => {
+  nodeAssert.equal(typeof g.matmulFused, "function");
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        m: fc.integer({ min: 1, max: 70 }),
+        k: fc.integer({ min: 0, max: 24 }),
+        n: fc.oneof(fc.integer({ min: 1, max: 70 }), fc.constantFrom(4, 8, 32, 68)),
+        t: fc.integer({ min: 0, max: 3 }),
+        d: fc.constantFrom<DType>("f32", "f16", "bf16"),
+        both: fc.boolean(),
+        transB: fc.boolean(),
+        seed: fc.nat(1000),
+      }),
+      async (c) => {
+        const val = (i: number, s: number) => {
+          const k = (i * 31 + s * 17 + c.seed) % 89;
+          return k === 3 ? SPECIAL[(i + s) % SPECIAL.length] : (k - 44) / 8;
+        };
+        const arr = (n: number, s: number) => Array.from({ length: n }, (_, i) => val(i, s));
+        const size = c.m * c.n;
+        const ha = g.upload(c.d, encode(c.d, arr(c.m * c.k, 1)));
+        const hb = g.upload(c.d, encode(c.d, arr(c.k * c.n, 2)));
+        const hbias = g.upload(c.d, encode(c.d, arr(c.n, 3)));
+        const hz = g.upload("f32", new Float32Array(arr(size, 4)));
+        const geo: MatmulGeometry = {
+          batch: 1,
+          m: c.m,
+          k: c.k,
+          n: c.n,
+          aBatchStride: [],
+          bBatchStride: [],
+          batchShape: [],
+          transA: false,
+          transB: c.transB,
+        };
+        const ops = epilogue(c.t, c.d);
+        const k: FusedKernel = {
+          shape: [size],
+          size,
+          inputs: [c.d, c.d, "f32"],
+          immediates: [{ value: 0, dtype: "f32" }, { value: 0.375, dtype: "f32" }],
+          ops,
+          outputs: c.both ? [0, 1] : [1],
+        };
+        const views: View[] = [
+          { h: hbias, dtype: c.d, size: c.n, shape: [c.m, c.n], strides: [0, 1], offset: 0 },
+          { h: hz, dtype: "f32", size, shape: [c.m, c.n], strides: [c.n, 1], offset: 0 },
+        ];
+        const a = { h: ha, dtype: c.d, size: c.m * c.k };
+        const b = { h: hb, dtype: c.d, size: c.k * c.n };
+        const got = g.matmulFused!(a, b, geo, c.d, k, views);
+        const p = g.matmul(a, b, geo, c.d);
+        const pv: View = { h: p, dtype: c.d, size, shape: [size], strides: [1], offset: 0 };
+        const want = g.fused!(k, [pv, ...views]);
+        for (let j = 0; j < k.outputs.length; j++) {
+          const d = ops[k.outputs[j]].dtype;
+          assertEquals(
+            await bits(g, got[j], d, size),
+            await bits(g, want[j], d, size),
+            `${JSON.stringify(c)} output ${j}`,
+          );
+        }
+        for (const h of [ha, hb, hbias, hz, p, ...got, ...want]) g.free(h, "f32", 0);
+      },
+    ),
+    { numRuns: 16 },
   );
 });

@@ -221,6 +221,19 @@ export interface Backend {
    * as its elementwise prologue) whose `outputs` are all 4-byte dtypes (f32, i32).
    */
   readonly fusedReduce?: boolean;
+  /**
+   * A matmul whose product goes straight into the fused kernel `k` (an epilogue: `k`'s input 0
+   * is the product, rounded to `outDtype`; `inputs` are the views of its other inputs). Bitwise
+   * equal to `fused(k, [matmul(a, b, g, outDtype), ...inputs])`; returns `k`'s outputs.
+   */
+  matmulFused?(
+    a: Arg,
+    b: Arg,
+    g: MatmulGeometry,
+    outDtype: DType,
+    k: FusedKernel,
+    inputs: readonly View[],
+  ): Handle[];
   /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
   readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */

@@ -75,7 +75,7 @@ export function runFused(
 }
 
 /** The signature and uniform words of `k` over `inputs` (coalesced views). */
-function prepare(
+export function prepare(
   k: FusedKernel,
   inputs: readonly View[],
   opaque: boolean,

@@ -45,6 +45,7 @@ import {
 } from "./runtime.ts";
 import { binary, cast, copy, fill, storageBytes, unary, where } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
+import { matmulEpilogue } from "./matmul_epilogue.ts";
 import { reduce } from "./reduce.ts";
 import { concat, gather, scatterAdd } from "./indexing.ts";
 import { random } from "./random.ts";
@@ -279,6 +280,8 @@ function makeBackend(
     maxFusedBuffers,
     matmulCasts: true,
     fusedReduce: true,
+    matmulFused: (a, b, g, outDtype, k, inputs) =>
+      matmulEpilogue(ctx, a, b, g, outDtype, k, inputs, opaque),
     record: (inputs, body) => record(ctx, inputs, body),
   };
 }

@@ -80,6 +80,11 @@ export function fusedKernel(spec: FusedSpec): Kernel {
   };
 }
 
+/** The number of uniform words of a fused signature (see `fusedParams`). */
+export function fusedParamCount(spec: FusedSpec): number {
+  return immBase(spec) + spec.kernel.immediates.length + 1;
+}
+
 /** The raw lane bits (u32) of an immediate `value` of dtype `d`, as a 0-d tensor stores it. */
 export function immediateBits(d: DType, bits: Uint8Array): number {
   let lane = 0;
@@ -124,7 +129,9 @@ export function fusedLanes(
   fields: readonly number[],
   acc: string,
   name = "lane",
+  opts: LaneOptions = {},
 ): { deps: Set<string>; code: string } {
+  const buf = (j: number) => `I${j + (opts.bufOffset ?? 0)}`;
   const base = immBase(spec);
   const k = spec.kernel;
   const deps = new Set<string>();
@@ -155,11 +162,14 @@ export function fusedLanes(
   // Input loads for element e, each view indexed on its own.
   const body: string[] = [];
   let at = 1;
+  const zero = `${acc}(${base + k.immediates.length}u)`;
+  if (spec.opaque) body.push(`  let z = ${zero};`);
   spec.ins.forEach((x, j) => {
     const off = `${acc}(${at}u)`;
     const dt = k.inputs[j];
-    if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, `${off} + e`)};`);
-    else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, off)};`);
+    if (j === 0 && opts.arg0) body.push(`  let r0 = ${spec.opaque ? "x0 | z" : "x0"};`);
+    else if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(buf(j), dt, `${off} + e`)};`);
+    else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(buf(j), dt, off)};`);
     else {
       body.push(`  var o${j} = ${off};`, "  { var rem = e;");
       for (let d = x.rank - 1; d >= 0; d--) {
@@ -168,12 +178,10 @@ export function fusedLanes(
             ` o${j} = o${j} + (rem - q * s) * ${acc}(${at + 1 + x.rank + d}u); rem = q; }`,
         );
       }
-      body.push("  }", `  let r${j} = ${rawLoad(`I${j}`, dt, `o${j}`)};`);
+      body.push("  }", `  let r${j} = ${rawLoad(buf(j), dt, `o${j}`)};`);
     }
     at += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
   });
-  const zero = `${acc}(${base + k.immediates.length}u)`;
-  if (spec.opaque) body.push(`  let z = ${zero};`);
   const ref = (o: FusedOperand) =>
     o.kind === "input"
       ? `r${o.index}`
@@ -189,10 +197,18 @@ export function fusedLanes(
   const code = `${[...modules].join("\n")}
 struct Outs { ${struct} }
 ${fns.join("\n")}
-fn ${name}(e: u32) -> Outs {
+fn ${name}(e: u32${opts.arg0 ? ", x0: u32" : ""}) -> Outs {
 ${body.join("\n")}
 }`;
   return { deps, code };
+}
+
+/** Variants of {@linkcode fusedLanes}. */
+export interface LaneOptions {
+  /** Input 0 is the lane function's argument `x0` (raw bits), not a buffer read. */
+  readonly arg0?: boolean;
+  /** Input j reads buffer `I(j + bufOffset)` (default 0). */
+  readonly bufOffset?: number;
 }
 
 /**

@@ -24,6 +24,7 @@ import type { Kernel } from "../runtime.ts";
 import { bindings } from "../runtime.ts";
 import { helpers, perWord, rawLoad, rawToF32, storeF32 } from "./dtype.ts";
 import { convert } from "./elementwise.ts";
+import { fusedKernel, fusedLanes, fusedParamCount, type FusedSpec } from "./fused.ts";
 
 /** Threads of a workgroup along each output axis. */
 const WG = 16;
@@ -51,6 +52,11 @@ export interface MatmulSig {
   readonly aCast?: DType;
   /** As `aCast`, for `b`. */
   readonly bCast?: DType;
+  /**
+   * An elementwise epilogue computed at the store (see `matmulEpilogueKernel`): a fused kernel
+   * signature whose input 0 is the product (rounded to `out`).
+   */
+  readonly epilogue?: FusedSpec;
 }
 
 /** Most batch dimensions (after merging) a matmul kernel takes. */
@@ -93,13 +99,16 @@ function loader(buf: string, d: DType, deps: Set<string>, hw: boolean, cast?: DT
  * ```
  */
 export function matmulKernel(s: MatmulSig): Kernel {
-  const params = 5 + 3 * MAX_BATCH_DIMS;
+  const own = 5 + 3 * MAX_BATCH_DIMS;
   const block = s.block ?? 4;
+  const ep = s.epilogue;
+  const params = own + (ep ? fusedParamCount(ep) : 0);
   return {
     key: `matmul:${s.a}:${s.b}:${s.out}:${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}` +
       `:b${block}` + (s.f16 ? ":hw16" : "") + (s.aCast ? `:ca${s.aCast}` : "") +
-      (s.bCast ? `:cb${s.bCast}` : ""),
-    inputs: 2,
+      (s.bCast ? `:cb${s.bCast}` : "") + (ep ? `:ep:${fusedKernel(ep).key}` : ""),
+    inputs: 2 + (ep ? ep.ins.length - 1 : 0),
+    outputs: ep ? ep.kernel.outputs.length : 1,
     params,
     code: () => matmulCode(s, block, params),
   };
@@ -198,6 +207,64 @@ ${words.join("\n")}
   return rows.join("\n");
 }
 
+/**
+ * Stores of the register block through an epilogue: each element's product, rounded by `st`,
+ * goes through the epilogue's lanes (`pro`), and each epilogue output is written as whole words
+ * of `perWord` adjacent columns (the caller makes sure `N` is a multiple of each).
+ */
+function epilogueStores(ep: FusedSpec, block: number): string {
+  const k = ep.kernel;
+  const rows: string[] = [];
+  for (let i = 0; i < block; i++) {
+    const lines: string[] = [];
+    for (let j = 0; j < block; j++) {
+      lines.push(`        let s${j} = pro(ob + c + ${j}u, st(acc[${i}][${j >> 2}][${j & 3}]));`);
+    }
+    k.outputs.forEach((o, q) => {
+      const per = perWord(k.ops[o].dtype);
+      const laneBits = 32 / per;
+      for (let w = 0; w < block / per; w++) {
+        const lanes: string[] = [];
+        for (let l = 0; l < per; l++) lanes.push(`(s${w * per + l}.v${q} << ${l * laneBits}u)`);
+        const cc = `c + ${w * per}u`;
+        lines.push(
+          `        if (${cc} < N) { O${q}[(ob + ${cc}) / ${per}u] = ${lanes.join(" | ")}; }`,
+        );
+      }
+    });
+    rows.push(`    {
+      let r = row0 + l.y * ${block}u + ${i}u;
+      if (r < M) {
+        let ob = bt * M * N + r * N;
+${lines.join("\n")}
+      }
+    }`);
+  }
+  return rows.join("\n");
+}
+
+/** Bindings of a matmul with an epilogue: A, B, the epilogue's other inputs, its outputs. */
+function epilogueDecl(ep: FusedSpec, params: number, types: readonly string[]): string {
+  const own = 5 + 3 * MAX_BATCH_DIMS;
+  const extra = ep.ins.length - 1;
+  const lines = [
+    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.ceil(params / 4)}>;`,
+    `@group(0) @binding(1) var<storage, read> I0: array<${types[0]}>;`,
+    `@group(0) @binding(2) var<storage, read> I1: array<${types[1]}>;`,
+  ];
+  for (let j = 0; j < extra; j++) {
+    lines.push(`@group(0) @binding(${3 + j}) var<storage, read> I${2 + j}: array<u32>;`);
+  }
+  ep.kernel.outputs.forEach((_, q) => {
+    lines.push(`@group(0) @binding(${3 + extra + q}) var<storage, read_write> O${q}: array<u32>;`);
+  });
+  lines.push(
+    "fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }",
+    `fn fp(i: u32) -> u32 { return p(i + ${own}u); }`,
+  );
+  return lines.join("\n");
+}
+
 function matmulCode(s: MatmulSig, block: MatmulBlock, params: number): string {
   const deps = new Set<string>();
   const hw = s.f16 === true && (s.a === "f16" || s.b === "f16");
@@ -208,8 +275,15 @@ function matmulCode(s: MatmulSig, block: MatmulBlock, params: number): string {
   const tile = matmulTile(block);
   const [loadA, loadB] = tileLoads(s, tile);
   const types = [hw && s.a === "f16" ? "f16" : "u32", hw && s.b === "f16" ? "f16" : "u32"];
-  return `${hw ? "enable f16;\n" : ""}${bindings({ inputs: 2, params, types })}
+  const ep = s.epilogue;
+  const lanes = ep
+    ? fusedLanes(ep, ep.kernel.outputs, "fp", "pro", { arg0: true, bufOffset: 1 })
+    : undefined;
+  lanes?.deps.forEach((x) => deps.add(x));
+  const decl = ep ? epilogueDecl(ep, params, types) : bindings({ inputs: 2, params, types });
+  return `${hw ? "enable f16;\n" : ""}${decl}
 ${helpers(deps)}
+${lanes?.code ?? ""}
 ${ldA}
 ${ldB}
 fn st(v: f32) -> u32 { return ${st.expr}; }
@@ -238,7 +312,7 @@ ${stage("Bs", tile, loadB)}
       workgroupBarrier();
     }
     let c = col0 + l.x * ${block}u;
-${stores(s.out, block)}
+${ep ? epilogueStores(ep, block) : stores(s.out, block)}
   }
 }`;
 }
