@@ -1,7 +1,7 @@
 /**
  * jit on WebGPU: fused kernels and recorded programs give the same bits as eager kernels on the
- * same device (random elementwise graphs, reductions of elementwise chains, packed outputs, 20 train steps under every preset and
- * three optimizers), a replay makes no bind group, buffer or writeBuffer and submits once
+ * same device (random elementwise graphs, reductions of elementwise chains, matmuls with
+ * epilogues, packed outputs, 20 train steps under every preset and three optimizers), a replay makes no bind group, buffer or writeBuffer and submits once
  * (counted by wrapping the WebGPU objects), eager work keeps its order around replays, and
  * memory stays flat over 1,000 jitted steps.
  */
@@ -204,6 +204,78 @@ gtest("jit ≡ eager bitwise: reductions of elementwise chains (property)", asyn
     { numRuns: 50 },
   );
   assert(fusedReduces >= 25, `only ${fusedReduces} of 50 graphs fused a reduce`);
+  assertEquals(nb.memory(g).tensors, before.tensors);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Random graphs with matmuls: elementwise epilogues fused into the matmul's store (jit vs eager)
+
+const epilogues: ((z: Tensor, bias: Tensor, d: string) => Tensor)[] = [
+  (z, b, d) => nb.relu(nb.add(z, nb.astype(b, d as "f32"))),
+  (z, b) => nb.astype(nb.add(nb.astype(z, "f32"), b), "bf16"),
+  (z) => nb.where(nb.greater(z, 0), z, nb.neg(z)),
+  (z, b, d) => nb.tanh(nb.mul(z, nb.astype(b, d as "f32"))),
+];
+
+gtest("jit ≡ eager bitwise: matmuls with elementwise epilogues (property)", async (g) => {
+  const before = nb.memory(g);
+  let fusedEpilogues = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        m: fc.integer({ min: 1, max: 40 }),
+        k: fc.integer({ min: 1, max: 20 }),
+        n: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.constantFrom(4, 16, 32)),
+        d: fc.constantFrom("f32", "f16", "bf16"),
+        ep: fc.integer({ min: 0, max: epilogues.length - 1 }),
+        ep2: fc.integer({ min: 0, max: epilogues.length - 1 }),
+        keep: fc.boolean(),
+        transposed: fc.boolean(),
+        chain: fc.boolean(),
+        seed: fc.nat(1000),
+      }),
+      async (c) => {
+        const val = (i: number, s: number) => {
+          const k = (i * 29 + s * 13 + c.seed) % 83;
+          return k === 7 ? SPECIAL[(i + s) % SPECIAL.length] : (k - 41) / 16;
+        };
+        const mk = (shape: number[], s: number, dtype: string) =>
+          tensor(Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => val(i, s)), {
+            shape,
+            dtype: dtype as "f32",
+            device: g,
+          });
+        const x = mk([c.m, c.k], 1, c.d);
+        const w = mk([c.k, c.n], 2, c.d);
+        const w2 = mk([c.n, c.n], 3, c.d);
+        const bias = mk([c.n], 4, "f32");
+        const fn = (x: Tensor, w: Tensor, w2: Tensor, bias: Tensor) => {
+          const z = nb.matmul(x, w);
+          const h = nb.astype(epilogues[c.ep](z, bias, c.d), c.d as "f32");
+          const out = [h];
+          if (c.chain) out.push(epilogues[c.ep2](nb.matmul(h, w2), bias, c.d));
+          if (c.keep) out.push(z);
+          if (c.transposed) out.push(nb.add(nb.transpose(z), 1));
+          return out;
+        };
+        const eager = nb.tidy(() => fn(x, w, w2, bias));
+        const f = jit(fn);
+        const first = f(x, w, w2, bias);
+        const again = f(x, w, w2, bias);
+        const e = await bitsOf(eager);
+        const what = JSON.stringify(c);
+        assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+        assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+        if (f.lastStats!.schedule.some((l) => l.startsWith("matmul") && l.includes("fused"))) {
+          fusedEpilogues++;
+        }
+        f.clear();
+        nb.dispose([eager, first, again, x, w, w2, bias]);
+      },
+    ),
+    { numRuns: 20 },
+  );
+  assert(fusedEpilogues >= 12, `only ${fusedEpilogues} of 20 graphs fused an epilogue`);
   assertEquals(nb.memory(g).tensors, before.tensors);
 });
 

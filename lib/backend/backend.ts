@@ -234,6 +234,11 @@ export interface Backend {
     k: FusedKernel,
     inputs: readonly View[],
   ): Handle[];
+  /**
+   * Whether `matmulFused` runs `k` inside the matmul's own kernel (one dispatch) for this
+   * geometry; where it does not, `jit` runs the matmul and `k` as two kernels (default: yes).
+   */
+  matmulFusedFits?(g: MatmulGeometry, outDtype: DType, k: FusedKernel): boolean;
   /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
   readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */

@@ -109,6 +109,9 @@ function exec(
 
 function stepReads(s: Simplified, st: Step): number[] {
   if (st.kind === "node") return inputsOf(s.nodes[st.id]);
+  if (st.matmul !== undefined) {
+    return [...inputsOf(s.nodes[st.matmul]), ...st.inputs.slice(1).map((v) => v.id)];
+  }
   return st.inputs.map((v) => v.id);
 }
 
@@ -133,6 +136,8 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     fuse,
     maxBuffers: b.maxFusedBuffers ?? Infinity,
     reduce: b.fusedReduce === true,
+    matmul: typeof b.matmulFused === "function",
+    fits: b.matmulFusedFits?.bind(b),
   });
 
   // Constants that per-call work or the outputs read, and the constants they are made from.
@@ -196,7 +201,8 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     if (st.kind === "fused") {
       const ops = st.kernel.ops.map((o) => (o.op === "unary" || o.op === "binary" ? o.kind : o.op));
       const r = st.kernel.reduce ? ` → ${st.kernel.reduce.op}` : "";
-      return `fused ${st.kernel.size}: ${ops.join(" ")}${r} → ${st.outputs.length} out`;
+      const mm = st.matmul === undefined ? "" : `matmul ${nodes[st.matmul].dtype} + `;
+      return `${mm}fused ${st.kernel.size}: ${ops.join(" ")}${r} → ${st.outputs.length} out`;
     }
     const n = nodes[st.id];
     const what = "kind" in n ? `${n.op}:${n.kind}` : n.op;
@@ -220,7 +226,19 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     const get = (id: number) => env.get(id)!;
     steps.forEach((st, k) => {
       if (st.kind === "node") env.set(st.id, exec(b, nodes, nodes[st.id], get, keys));
-      else {
+      else if (st.matmul !== undefined) {
+        const mm = nodes[st.matmul] as Node & { op: "matmul" };
+        const views = st.inputs.slice(1).map((v) => view(nodes, v, get(v.id)));
+        const hs = b.matmulFused!(
+          arg(nodes[mm.a], get(mm.a)),
+          arg(nodes[mm.b], get(mm.b)),
+          mm.g,
+          mm.dtype,
+          st.kernel,
+          views,
+        );
+        st.outputs.forEach((o, i) => env.set(o, hs[i]));
+      } else {
         const hs = b.fused!(st.kernel, st.inputs.map((v) => view(nodes, v, get(v.id))));
         st.outputs.forEach((o, i) => env.set(o, hs[i]));
       }

@@ -24,6 +24,22 @@ import { perWord } from "./wgsl/dtype.ts";
 import { matmulKernel } from "./wgsl/matmul.ts";
 
 /**
+ * Whether the matmul's store can run `k` (`Backend.matmulFusedFits`): every output, and the
+ * product, packs whole words into a row, and there is something to multiply.
+ *
+ * @example
+ * ```ts
+ * epilogueFits(g, "f16", k); // false when g.n is odd
+ * ```
+ */
+export function epilogueFits(g: MatmulGeometry, outDtype: DType, k: FusedKernel): boolean {
+  const words = [outDtype, ...k.outputs.map((o) => k.ops[o].dtype)].every((d) =>
+    g.n % perWord(d) === 0
+  );
+  return words && g.batch * g.m * g.n > 0 && g.k > 0 && k.outputs.length > 0;
+}
+
+/**
  * `runFused(k, [matmul(a, b, g, outDtype), ...inputs])` as one dispatch where possible; returns
  * `k`'s outputs (the product itself is not kept unless `k` outputs it).
  *
@@ -52,10 +68,7 @@ export function matmulEpilogue(
     );
   }
   if (k.reduce) throw new Error("webgpu matmul epilogue: an epilogue cannot reduce");
-  const words = [outDtype, ...k.outputs.map((o) => k.ops[o].dtype)].every((d) =>
-    g.n % perWord(d) === 0
-  );
-  if (!words || size === 0 || g.k === 0 || k.outputs.length === 0) {
+  if (!epilogueFits(g, outDtype, k)) {
     const h = matmul(ctx, a, b, g, outDtype);
     const v: View = { h, dtype: outDtype, size, shape: [size], strides: [1], offset: 0 };
     const outs = runFused(ctx, k, [v, ...inputs], opaque);

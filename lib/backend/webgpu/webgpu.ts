@@ -45,7 +45,7 @@ import {
 } from "./runtime.ts";
 import { binary, cast, copy, fill, storageBytes, unary, where } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
-import { matmulEpilogue } from "./matmul_epilogue.ts";
+import { epilogueFits, matmulEpilogue } from "./matmul_epilogue.ts";
 import { reduce } from "./reduce.ts";
 import { concat, gather, scatterAdd } from "./indexing.ts";
 import { random } from "./random.ts";
@@ -282,6 +282,7 @@ function makeBackend(
     fusedReduce: true,
     matmulFused: (a, b, g, outDtype, k, inputs) =>
       matmulEpilogue(ctx, a, b, g, outDtype, k, inputs, opaque),
+    matmulFusedFits: epilogueFits,
     record: (inputs, body) => record(ctx, inputs, body),
   };
 }

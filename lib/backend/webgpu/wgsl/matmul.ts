@@ -210,37 +210,49 @@ ${words.join("\n")}
 /**
  * Stores of the register block through an epilogue: each element's product, rounded by `st`,
  * goes through the epilogue's lanes (`pro`), and each epilogue output is written as whole words
- * of `perWord` adjacent columns (the caller makes sure `N` is a multiple of each).
+ * of `perWord` adjacent columns (the caller makes sure `N` is a multiple of each). The rounded
+ * products are copied to a local array by constant indices (the accumulators stay in
+ * registers), then a loop over groups of `W` columns (the widest packing) calls `pro` `W`
+ * times, so the shader holds `W` copies of the epilogue, not one per element of the block.
  */
 function epilogueStores(ep: FusedSpec, block: number): string {
   const k = ep.kernel;
-  const rows: string[] = [];
+  const W = Math.max(1, ...k.outputs.map((o) => perWord(k.ops[o].dtype)));
+  const copy: string[] = [];
   for (let i = 0; i < block; i++) {
-    const lines: string[] = [];
     for (let j = 0; j < block; j++) {
-      lines.push(`        let s${j} = pro(ob + c + ${j}u, st(acc[${i}][${j >> 2}][${j & 3}]));`);
+      copy.push(`    pv[${i * block + j}] = st(acc[${i}][${j >> 2}][${j & 3}]);`);
     }
-    k.outputs.forEach((o, q) => {
-      const per = perWord(k.ops[o].dtype);
-      const laneBits = 32 / per;
-      for (let w = 0; w < block / per; w++) {
-        const lanes: string[] = [];
-        for (let l = 0; l < per; l++) lanes.push(`(s${w * per + l}.v${q} << ${l * laneBits}u)`);
-        const cc = `c + ${w * per}u`;
-        lines.push(
-          `        if (${cc} < N) { O${q}[(ob + ${cc}) / ${per}u] = ${lanes.join(" | ")}; }`,
-        );
-      }
-    });
-    rows.push(`    {
-      let r = row0 + l.y * ${block}u + ${i}u;
-      if (r < M) {
-        let ob = bt * M * N + r * N;
-${lines.join("\n")}
-      }
-    }`);
   }
-  return rows.join("\n");
+  const calls: string[] = [];
+  for (let l = 0; l < W; l++) {
+    calls.push(`          let s${l} = pro(ob + c + j + ${l}u, pv[i * ${block}u + j + ${l}u]);`);
+  }
+  const writes: string[] = [];
+  k.outputs.forEach((o, q) => {
+    const per = perWord(k.ops[o].dtype);
+    const laneBits = 32 / per;
+    for (let w = 0; w < W / per; w++) {
+      const lanes: string[] = [];
+      for (let l = 0; l < per; l++) lanes.push(`(s${w * per + l}.v${q} << ${l * laneBits}u)`);
+      const cc = `c + j + ${w * per}u`;
+      writes.push(
+        `          if (${cc} < N) { O${q}[(ob + ${cc}) / ${per}u] = ${lanes.join(" | ")}; }`,
+      );
+    }
+  });
+  return `    var pv: array<u32, ${block * block}>;
+${copy.join("\n")}
+    for (var i = 0u; i < ${block}u; i = i + 1u) {
+      let r = row0 + l.y * ${block}u + i;
+      if (r >= M) { break; }
+      let ob = bt * M * N + r * N;
+      for (var j = 0u; j < ${block}u; j = j + ${W}u) {
+        if (c + j >= N) { break; }
+${calls.join("\n")}
+${writes.join("\n")}
+      }
+    }`;
 }
 
 /** Bindings of a matmul with an epilogue: A, B, the epilogue's other inputs, its outputs. */
