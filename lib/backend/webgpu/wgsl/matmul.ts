@@ -5,7 +5,10 @@
  * the reduction, are staged in workgroup memory as f32 (narrow dtypes are decoded once while
  * staging), and sums accumulate in f32. transA/transB change only how tiles are loaded
  * (coalesced either way). An f32 operand with `aCast`/`bCast` is rounded to f16/bf16 as it is
- * staged (the cast kernel's code), so the product equals cast-then-matmul bitwise. Batches run on the z axis of the grid; batch offsets come from the
+ * staged (the cast kernel's code), so the product equals cast-then-matmul bitwise. With an
+ * `epilogue` (a fused elementwise kernel whose input 0 is the product), each product is rounded
+ * to the output dtype as the plain store does and then goes through the epilogue's lane code,
+ * whose outputs are stored instead of the product. Batches run on the z axis of the grid; batch offsets come from the
  * batch shape and strides.
  *
  * Parameters: `[M, N, K, batch, dims, batchShape[8], aBatchStride[8], bBatchStride[8]]` (batch
