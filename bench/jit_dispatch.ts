@@ -7,6 +7,7 @@
  * records). Prints a markdown table.
  *
  * Run: `DENO_WEBGPU_BACKEND=vulkan XDG_RUNTIME_DIR=/tmp deno run -A bench/jit_dispatch.ts`
+ * (`--schedule` also prints each jitted program's kernels, one line each)
  *
  * @module
  */
@@ -128,6 +129,9 @@ for (const [name, preset, opt] of configs) {
   const e = await measure(eager);
   const j = await measure(jitted);
   const st = jitted.lastStats!;
+  if (Deno.args.includes("--schedule")) {
+    console.log(`${name}: ${st.kernels} kernels\n  ${st.schedule.join("\n  ")}`);
+  }
   rows.push(
     `| ${name} | ${cols.map((c) => `${e[c]} → **${j[c]}**`).join(" | ")} | ` +
       `${st.kernels} (${st.fused} fused) |`,

@@ -1,7 +1,7 @@
 /**
  * jit on WebGPU: fused kernels and recorded programs give the same bits as eager kernels on the
- * same device (random elementwise graphs, packed outputs, 20 train steps under every preset and
- * three optimizers), a replay makes no bind group, buffer or writeBuffer and submits once
+ * same device (random elementwise graphs, reductions of elementwise chains, matmuls with
+ * epilogues, packed outputs, 20 train steps under every preset and three optimizers), a replay makes no bind group, buffer or writeBuffer and submits once
  * (counted by wrapping the WebGPU objects), eager work keeps its order around replays, and
  * memory stays flat over 1,000 jitted steps.
  */
@@ -117,6 +117,165 @@ gtest("jit ≡ eager bitwise: random elementwise graphs with broadcasts (propert
   const before = nb.memory(g);
   const fused = await randomGraphs(g, 60);
   assert(fused >= 30, `only ${fused} of 60 graphs ran a fused kernel`);
+  assertEquals(nb.memory(g).tensors, before.tensors);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Random graphs with reductions: elementwise prologues fused into the reduce (jit vs eager)
+
+const chains: ((x: Tensor, y: Tensor) => Tensor)[] = [
+  (x, y) => nb.mul(x, y),
+  (x, y) => nb.exp(nb.sub(x, y)),
+  (x) => nb.abs(x),
+  (x) => nb.isFinite(nb.mul(nb.astype(x, "f32"), 0.5)),
+  (x, y) => nb.where(nb.less(x, y), nb.astype(x, "f32"), y),
+  (x, y) => nb.astype(nb.add(nb.astype(x, "f32"), y), "i32"),
+];
+const reducers: ((t: Tensor, axis: number | undefined) => Tensor)[] = [
+  (t, a) => nb.sum(t, a),
+  (t, a) => nb.max(t, a),
+  (t, a) => nb.min(t, a),
+  (t, a) => nb.argmax(t, a ?? -1),
+  (t, a) => nb.all(t, a),
+  (t, a) => nb.any(t, a),
+  (t, a) => nb.mean(t, a),
+];
+
+gtest("jit ≡ eager bitwise: reductions of elementwise chains (property)", async (g) => {
+  const before = nb.memory(g);
+  let fusedReduces = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        shape: fc.oneof(
+          fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }),
+          fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 65, max: 300 })),
+        ),
+        d: fc.constantFrom("f32", "f16", "bf16"),
+        chain: fc.integer({ min: 0, max: chains.length - 1 }),
+        red: fc.integer({ min: 0, max: reducers.length - 1 }),
+        axis: fc.option(fc.integer({ min: -1, max: 0 }), { nil: undefined }),
+        keep: fc.boolean(),
+        second: fc.integer({ min: 0, max: reducers.length - 1 }),
+        seed: fc.nat(1000),
+      }),
+      async (c) => {
+        const size = c.shape.reduce((a, b) => a * b, 1);
+        const val = (i: number, s: number) => {
+          const k = (i * 31 + s * 17 + c.seed) % 97;
+          return k === 5 ? SPECIAL[(i + s) % SPECIAL.length] : (k - 48) / 8;
+        };
+        const x = tensor(Array.from({ length: size }, (_, i) => val(i, 1)), {
+          shape: c.shape,
+          dtype: c.d as "f32",
+          device: g,
+        });
+        const y = tensor(Array.from({ length: size }, (_, i) => val(i, 2)), {
+          shape: c.shape,
+          device: g,
+        });
+        const fn = (x: Tensor, y: Tensor) => {
+          const t = chains[c.chain](x, y);
+          const u = chains[(c.chain + 1) % chains.length](x, y);
+          const out = [reducers[c.red](t, c.axis), reducers[c.second](u, undefined)];
+          return c.keep ? [...out, t] : out;
+        };
+        let eager: Tensor[];
+        try {
+          eager = nb.tidy(() => fn(x, y));
+        } catch {
+          nb.dispose([x, y]);
+          return; // e.g. argmax of a bool: not a jit question
+        }
+        const f = jit(fn);
+        const first = f(x, y);
+        const again = f(x, y);
+        const e = await bitsOf(eager);
+        const what = JSON.stringify(c);
+        assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+        assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+        if (f.lastStats!.schedule.some((l) => /^fused .* → (sum|max|min|arg|all|any)/.test(l))) {
+          fusedReduces++;
+        }
+        f.clear();
+        nb.dispose([eager, first, again, x, y]);
+      },
+    ),
+    { numRuns: 50 },
+  );
+  assert(fusedReduces >= 25, `only ${fusedReduces} of 50 graphs fused a reduce`);
+  assertEquals(nb.memory(g).tensors, before.tensors);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Random graphs with matmuls: elementwise epilogues fused into the matmul's store (jit vs eager)
+
+const epilogues: ((z: Tensor, bias: Tensor, d: string) => Tensor)[] = [
+  (z, b, d) => nb.relu(nb.add(z, nb.astype(b, d as "f32"))),
+  (z, b) => nb.astype(nb.add(nb.astype(z, "f32"), b), "bf16"),
+  (z) => nb.where(nb.greater(z, 0), z, nb.neg(z)),
+  (z, b, d) => nb.tanh(nb.mul(z, nb.astype(b, d as "f32"))),
+];
+
+gtest("jit ≡ eager bitwise: matmuls with elementwise epilogues (property)", async (g) => {
+  const before = nb.memory(g);
+  let fusedEpilogues = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        m: fc.integer({ min: 1, max: 40 }),
+        k: fc.integer({ min: 1, max: 20 }),
+        n: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.constantFrom(4, 16, 32)),
+        d: fc.constantFrom("f32", "f16", "bf16"),
+        ep: fc.integer({ min: 0, max: epilogues.length - 1 }),
+        ep2: fc.integer({ min: 0, max: epilogues.length - 1 }),
+        keep: fc.boolean(),
+        transposed: fc.boolean(),
+        chain: fc.boolean(),
+        seed: fc.nat(1000),
+      }),
+      async (c) => {
+        const val = (i: number, s: number) => {
+          const k = (i * 29 + s * 13 + c.seed) % 83;
+          return k === 7 ? SPECIAL[(i + s) % SPECIAL.length] : (k - 41) / 16;
+        };
+        const mk = (shape: number[], s: number, dtype: string) =>
+          tensor(Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => val(i, s)), {
+            shape,
+            dtype: dtype as "f32",
+            device: g,
+          });
+        const x = mk([c.m, c.k], 1, c.d);
+        const w = mk([c.k, c.n], 2, c.d);
+        const w2 = mk([c.n, c.n], 3, c.d);
+        const bias = mk([c.n], 4, "f32");
+        const fn = (x: Tensor, w: Tensor, w2: Tensor, bias: Tensor) => {
+          const z = nb.matmul(x, w);
+          const h = nb.astype(epilogues[c.ep](z, bias, c.d), c.d as "f32");
+          const out = [h];
+          if (c.chain) out.push(epilogues[c.ep2](nb.matmul(h, w2), bias, c.d));
+          if (c.keep) out.push(z);
+          if (c.transposed) out.push(nb.add(nb.transpose(z), 1));
+          return out;
+        };
+        const eager = nb.tidy(() => fn(x, w, w2, bias));
+        const f = jit(fn);
+        const first = f(x, w, w2, bias);
+        const again = f(x, w, w2, bias);
+        const e = await bitsOf(eager);
+        const what = JSON.stringify(c);
+        assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+        assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+        if (f.lastStats!.schedule.some((l) => l.startsWith("matmul") && l.includes("fused"))) {
+          fusedEpilogues++;
+        }
+        f.clear();
+        nb.dispose([eager, first, again, x, w, w2, bias]);
+      },
+    ),
+    { numRuns: 20 },
+  );
+  assert(fusedEpilogues >= 12, `only ${fusedEpilogues} of 20 graphs fused an epilogue`);
   assertEquals(nb.memory(g).tensors, before.tensors);
 });
 

@@ -222,6 +222,29 @@ export interface Backend {
    * the new param and each moment's codes and absmax, bitwise equal to the composed ops.
    */
   blockwise8bitUpdate?(u: Blockwise8bitUpdate, inputs: readonly Arg[]): Handle[];
+  /**
+   * Whether `fused` accepts kernels with `reduce` set (a reduction computed in the same pass
+   * as its elementwise prologue) whose `outputs` are all 4-byte dtypes (f32, i32).
+   */
+  readonly fusedReduce?: boolean;
+  /**
+   * A matmul whose product goes straight into the fused kernel `k` (an epilogue: `k`'s input 0
+   * is the product, rounded to `outDtype`; `inputs` are the views of its other inputs). Bitwise
+   * equal to `fused(k, [matmul(a, b, g, outDtype), ...inputs])`; returns `k`'s outputs.
+   */
+  matmulFused?(
+    a: Arg,
+    b: Arg,
+    g: MatmulGeometry,
+    outDtype: DType,
+    k: FusedKernel,
+    inputs: readonly View[],
+  ): Handle[];
+  /**
+   * Whether `matmulFused` runs `k` inside the matmul's own kernel (one dispatch) for this
+   * geometry; where it does not, `jit` runs the matmul and `k` as two kernels (default: yes).
+   */
+  matmulFusedFits?(g: MatmulGeometry, outDtype: DType, k: FusedKernel): boolean;
   /** Whether `matmul` accepts `MatmulGeometry.aCast`/`bCast` (a cast folded into the product). */
   readonly matmulCasts?: boolean;
   /** The most buffers (inputs + outputs) one fused kernel may bind (default: unlimited). */

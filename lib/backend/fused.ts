@@ -3,12 +3,13 @@
  * the Backend's own elementwise kernels (unary, binary, where, cast) over one iteration space.
  * Each operation rounds to its own output dtype exactly as the eager kernel would, so a fused
  * kernel gives the same bits as running its operations one by one; it only saves the memory
- * round trips, dispatches and allocations in between.
+ * round trips, dispatches and allocations in between. A kernel may also reduce one of its
+ * operations (a reduction prologue: `FusedKernel.reduce`).
  *
  * @module
  */
 import type { CastOptions, DType } from "../dtype.ts";
-import type { BinaryOp, UnaryOp } from "./backend.ts";
+import type { BinaryOp, ReduceOp, UnaryOp } from "./backend.ts";
 
 /**
  * An operand of a fused operation: input `i` (read through its view), immediate `i` (a JS
@@ -80,6 +81,29 @@ export interface FusedKernel {
   readonly ops: readonly FusedOp[];
   /** Operation indices whose values are written out, in order. */
   readonly outputs: readonly number[];
+  /**
+   * A reduction of one operation's values, computed in the same pass (only for backends with
+   * `fusedReduce`): the iteration space is `[outer, reduce, inner]` (`size` elements), and the
+   * reduce's result, bitwise what `Backend.reduce` gives on that operation's values, comes after
+   * the `outputs` in the returned buffers.
+   */
+  readonly reduce?: FusedReduce;
+}
+
+/** The reduction of a fused kernel (see `FusedKernel.reduce` and `Backend.reduce`). */
+export interface FusedReduce {
+  /** The reduction. */
+  readonly op: ReduceOp;
+  /** The operation whose values are reduced. */
+  readonly x: number;
+  /** Leading extent. */
+  readonly outer: number;
+  /** Reduced extent. */
+  readonly reduce: number;
+  /** Trailing extent. */
+  readonly inner: number;
+  /** Output dtype. */
+  readonly dtype: DType;
 }
 
 /** Output dtype of a fused operand. */
@@ -107,7 +131,8 @@ export function fusedKey(k: FusedKernel): string {
         return `c:${o(p.x)}:${p.dtype}:${p.opts?.saturate ? 1 : 0}`;
     }
   });
+  const r = k.reduce ? `|r:${k.reduce.op}:${k.reduce.x}:${k.reduce.dtype}` : "";
   return `${k.inputs.join(",")}|${k.immediates.map((i) => i.dtype).join(",")}|${ops.join(";")}|${
     k.outputs.join(",")
-  }`;
+  }${r}`;
 }

@@ -4,11 +4,17 @@
  * reads element for element (same size, contiguous, offset 0); a producer read any other way
  * (broadcast, transposed, sliced) ends its group first. Groups may have several outputs (Adam's
  * params and both moments in one pass). Scalar fills become immediates. Groups are split when
- * they would bind more buffers than the backend allows.
+ * they would bind more buffers than the backend allows. Where the backend takes reductions
+ * (`Backend.fusedReduce`), a reduce of a group's value runs in the same kernel as the members
+ * it needs (a reduction prologue; the other values they make that later kernels read are
+ * written out too, when 4 bytes wide). Where it runs matmuls with epilogues
+ * (`Backend.matmulFused`), a matmul heads a group and its readers run in its store.
  *
  * @module
  */
-import { decode, encode } from "../dtype.ts";
+import { byteSize, decode, encode } from "../dtype.ts";
+import type { DType } from "../dtype.ts";
+import type { MatmulGeometry } from "../backend/backend.ts";
 import type { FusedKernel, FusedOp, FusedOperand } from "../backend/fused.ts";
 import { inputsOf as nodeInputs, type Node, type ViewRef } from "./graph.ts";
 import type { Simplified } from "./passes.ts";
@@ -25,6 +31,11 @@ export type Step =
     readonly outputs: readonly number[];
     /** Every node the kernel computes (outputs and values kept in registers). */
     readonly members: readonly number[];
+    /**
+     * A matmul node whose product is the kernel's input 0 (`inputs[0]` reads it): the kernel is
+     * its epilogue, run by `Backend.matmulFused`.
+     */
+    readonly matmul?: number;
   };
 
 const FUSIBLE = new Set(["unary", "binary", "where", "cast", "copy"]);
@@ -81,7 +92,16 @@ interface Group {
  */
 export function schedule(
   s: Simplified,
-  opts: { readonly fuse: boolean; readonly maxBuffers: number },
+  opts: {
+    readonly fuse: boolean;
+    readonly maxBuffers: number;
+    /** The backend's `fused` takes reductions (`Backend.fusedReduce`). */
+    readonly reduce?: boolean;
+    /** The backend runs matmuls with epilogues (`Backend.matmulFused`). */
+    readonly matmul?: boolean;
+    /** Whether a matmul epilogue runs in the matmul's own kernel (`Backend.matmulFusedFits`). */
+    readonly fits?: (g: MatmulGeometry, dtype: DType, k: FusedKernel) => boolean;
+  },
 ): Step[] {
   const { nodes, constant } = s;
   const out: Step[] = [];
@@ -90,7 +110,7 @@ export function schedule(
   const close = (g: Group) => {
     if (!g.open) return;
     g.open = false;
-    out.push(...emitGroup(s, g.members, opts.maxBuffers));
+    out.push(...emitGroup(s, g.members, opts.maxBuffers, opts.fits));
   };
   // A value of an open group is needed now (by a kernel that cannot join it): compute it and
   // the members it depends on now, and leave the rest of the group open (so, e.g., gradScale's
@@ -100,7 +120,9 @@ export function schedule(
   const mayJoin = (c: number, y: number, now: number) =>
     c > now && !constant[c] && fusible(nodes[c]) &&
     reads(nodes[c]).some((v) => v.id === y && isIdentity(v, nodes[y].size));
-  const need = (g: Group, id: number, now: number) => {
+  // The members that must run now for value `id` (its ancestors in `g`, and the members no
+  // later kernel can join).
+  const needed = (g: Group, id: number, now: number): Set<number> => {
     const inside = new Set(g.members);
     const anc = new Set<number>();
     // Members no later kernel can join (every reader is outside the group and cannot fuse)
@@ -115,18 +137,45 @@ export function schedule(
       anc.add(m);
       for (const v of reads(nodes[m])) if (inside.has(v.id)) stack.push(v.id);
     }
+    return anc;
+  };
+  const need = (g: Group, id: number, now: number) => {
+    const anc = needed(g, id, now);
     if (anc.size === g.members.length) return close(g);
     const part: Group = { members: g.members.filter((m) => anc.has(m)), open: true };
     g.members = g.members.filter((m) => !anc.has(m));
     for (const m of part.members) groupOf[m] = part;
     close(part);
   };
+  // A reduce of an open group's value: the members it needs and the reduce as one kernel.
+  const prologue = (n: Node & { op: "reduce" }, id: number): boolean => {
+    const g = groupOf[n.x];
+    if (!g?.open || n.reduce === 0) return false;
+    const anc = needed(g, n.x, id);
+    const part = g.members.filter((m) => anc.has(m));
+    const step = buildReduce(s, part, id, opts.maxBuffers);
+    if (!step) return false;
+    g.members = g.members.filter((m) => !anc.has(m));
+    if (g.members.length === 0) g.open = false;
+    const closed: Group = { members: part, open: false };
+    for (const m of part) groupOf[m] = closed;
+    out.push(step);
+    return true;
+  };
   nodes.forEach((n, id) => {
     if (constant[id] || n.op === "input") return;
+    if (opts.fuse && opts.reduce && n.op === "reduce" && prologue(n, id)) return;
     if (!opts.fuse || !fusible(n)) {
       for (const i of new Set(inputIds(n))) {
         const g = groupOf[i];
         if (g?.open) need(g, i, id);
+      }
+      if (opts.fuse && opts.matmul && n.op === "matmul") {
+        // A matmul heads a group: its readers join it as the epilogue of its store.
+        const g: Group = { members: [id], open: true };
+        groups.push(g);
+        groupOf[id] = g;
+        return;
       }
       out.push({ kind: "node", id });
       return;
@@ -137,10 +186,18 @@ export function schedule(
       if (g?.open && !isIdentity(v, nodes[v.id].size)) need(g, v.id, id);
     }
     const joined = new Set<Group>();
+    const heads = new Set<Group>();
     for (const v of views) {
       const g = groupOf[v.id];
-      if (g?.open) joined.add(g);
+      if (!g?.open) continue;
+      // One kernel has at most one matmul: the values of other matmul groups are computed now.
+      if (headOf(s, g.members) !== undefined && heads.size && !heads.has(g)) need(g, v.id, id);
+      else {
+        if (headOf(s, g.members) !== undefined) heads.add(g);
+        joined.add(g);
+      }
     }
+    for (const g of joined) if (!g.open) joined.delete(g);
     let g: Group;
     // Nothing read joins it: share the pass of a recent open group of the same size
     // (independent work over one iteration space; each kernel call then does more).
@@ -172,8 +229,35 @@ function inputIds(n: Node): number[] {
   return reads(n).length ? reads(n).map((v) => v.id) : nodeInputs(n);
 }
 
-/** Split a group to the buffer limit and build its kernels (one member: the plain node). */
-function emitGroup(s: Simplified, members: readonly number[], maxBuffers: number): Step[] {
+/** The matmul node among `members`, if any (the head of a matmul group). */
+function headOf(s: Simplified, members: readonly number[]): number | undefined {
+  return members.find((m) => s.nodes[m].op === "matmul");
+}
+
+/**
+ * Split a group to the buffer limit and build its kernels (one member: the plain node). A
+ * matmul group becomes one matmul with the rest as its epilogue when it fits the limit (the
+ * matmul's operands count too), else the matmul alone and the rest as usual.
+ */
+function emitGroup(
+  s: Simplified,
+  members: readonly number[],
+  maxBuffers: number,
+  fits?: (g: MatmulGeometry, dtype: DType, k: FusedKernel) => boolean,
+): Step[] {
+  const mm = headOf(s, members);
+  if (mm !== undefined) {
+    const rest = members.filter((m) => m !== mm);
+    const ins = externalReads(s, rest).filter((v) => v.id !== mm).length;
+    if (rest.length && 2 + ins + outputsOf(s, members).length <= maxBuffers) {
+      const st = build(s, rest, undefined, mm);
+      const n = s.nodes[mm];
+      if (st.kind === "fused" && n.op === "matmul" && (fits?.(n.g, n.dtype, st.kernel) ?? true)) {
+        return [st];
+      }
+    }
+    return [{ kind: "node", id: mm }, ...emitGroup(s, rest, maxBuffers, fits)];
+  }
   const steps: Step[] = [];
   let part: number[] = [];
   for (const m of members) {
@@ -191,8 +275,9 @@ function isFill(s: Simplified, id: number): boolean {
   return s.nodes[id].op === "fill";
 }
 
-function outputsOf(s: Simplified, members: readonly number[]): number[] {
+function outputsOf(s: Simplified, members: readonly number[], reader?: number): number[] {
   const inside = new Set(members);
+  if (reader !== undefined) inside.add(reader);
   const outs = new Set(s.outputs);
   return members.filter((m) => outs.has(m) || s.consumers[m].some((c) => !inside.has(c)));
 }
@@ -222,9 +307,37 @@ function buffersOf(s: Simplified, members: readonly number[]): number {
   return externalReads(s, members).length + outputsOf(s, members).length;
 }
 
-function build(s: Simplified, members: readonly number[]): Step {
-  if (members.length === 1) return { kind: "node", id: members[0] };
-  const inputs = externalReads(s, members);
+/**
+ * The fused kernel of `members` with reduce node `id` of one of them, or `undefined` when the
+ * backend's limits forbid it (a side output that is not 4 bytes wide, too many buffers).
+ */
+function buildReduce(
+  s: Simplified,
+  members: readonly number[],
+  id: number,
+  maxBuffers: number,
+): Step | undefined {
+  if (headOf(s, members) !== undefined) return undefined;
+  const side = outputsOf(s, members, id);
+  if (side.some((o) => byteSize(s.nodes[o].dtype) !== 4)) return undefined;
+  if (externalReads(s, members).length + side.length + 1 > maxBuffers) return undefined;
+  return build(s, members, id);
+}
+
+function build(
+  s: Simplified,
+  members: readonly number[],
+  reduce?: number,
+  matmul?: number,
+): Step {
+  if (members.length === 1 && reduce === undefined && matmul === undefined) {
+    return { kind: "node", id: members[0] };
+  }
+  const size = s.nodes[members[0]].size;
+  const product = (id: number): ViewRef => ({ id, shape: [size], strides: [1], offset: 0 });
+  const inputs = matmul === undefined
+    ? externalReads(s, members)
+    : [product(matmul), ...externalReads(s, members).filter((v) => v.id !== matmul)];
   const inputIndex = new Map(inputs.map((v, i) => [viewKey(v), i]));
   const opIndex = new Map<number, number>();
   const immediates: { value: number; dtype: Node["dtype"] }[] = [];
@@ -232,6 +345,7 @@ function build(s: Simplified, members: readonly number[]): Step {
   const operand = (v: ViewRef): FusedOperand => {
     const op = opIndex.get(v.id);
     if (op !== undefined) return { kind: "op", index: op };
+    if (v.id === matmul) return { kind: "input", index: 0 };
     const n = s.nodes[v.id];
     if (n.op === "fill") {
       const value = decode(n.dtype, encode(n.dtype, [n.value]))[0];
@@ -269,8 +383,15 @@ function build(s: Simplified, members: readonly number[]): Step {
     }
     opIndex.set(m, ops.length - 1);
   }
-  const outputs = outputsOf(s, members);
-  const size = s.nodes[members[0]].size;
+  let outputs = outputsOf(s, members, reduce);
+  if (matmul !== undefined && outputsOf(s, [matmul, ...members]).includes(matmul)) {
+    // The product itself is needed later: the epilogue writes it out too (a same-dtype cast
+    // copies the bits).
+    ops.push({ op: "cast", x: { kind: "input", index: 0 }, dtype: s.nodes[matmul].dtype });
+    opIndex.set(matmul, ops.length - 1);
+    outputs = [matmul, ...outputs];
+  }
+  const r = reduce === undefined ? undefined : s.nodes[reduce];
   return {
     kind: "fused",
     kernel: {
@@ -280,9 +401,26 @@ function build(s: Simplified, members: readonly number[]): Step {
       immediates,
       ops,
       outputs: outputs.map((o) => opIndex.get(o)!),
+      ...(r?.op === "reduce"
+        ? {
+          reduce: {
+            op: r.kind,
+            x: opIndex.get(r.x)!,
+            outer: r.outer,
+            reduce: r.reduce,
+            inner: r.inner,
+            dtype: r.dtype,
+          },
+        }
+        : {}),
     },
     inputs,
-    outputs,
-    members: [...members],
+    outputs: reduce === undefined ? outputs : [...outputs, reduce],
+    members: [
+      ...(matmul === undefined ? [] : [matmul]),
+      ...members,
+      ...(reduce === undefined ? [] : [reduce]),
+    ],
+    ...(matmul === undefined ? {} : { matmul }),
   };
 }

@@ -135,6 +135,9 @@ function exec(
 
 function stepReads(s: Simplified, st: Step): number[] {
   if (st.kind === "node") return inputsOf(s.nodes[st.id]);
+  if (st.matmul !== undefined) {
+    return [...inputsOf(s.nodes[st.matmul]), ...st.inputs.slice(1).map((v) => v.id)];
+  }
   return st.inputs.map((v) => v.id);
 }
 
@@ -156,7 +159,13 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
   const s = simplify(fold ? foldMatmulCasts(g) : g);
   const { nodes, constant } = s;
   const fuse = (opts.fuse ?? true) && typeof b.fused === "function";
-  const steps = schedule(s, { fuse, maxBuffers: b.maxFusedBuffers ?? Infinity });
+  const steps = schedule(s, {
+    fuse,
+    maxBuffers: b.maxFusedBuffers ?? Infinity,
+    reduce: b.fusedReduce === true,
+    matmul: typeof b.matmulFused === "function",
+    fits: b.matmulFusedFits?.bind(b),
+  });
 
   // Constants that per-call work or the outputs read, and the constants they are made from.
   const needed = new Set<number>();
@@ -224,7 +233,9 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
   const describe = (st: Step): string => {
     if (st.kind === "fused") {
       const ops = st.kernel.ops.map((o) => (o.op === "unary" || o.op === "binary" ? o.kind : o.op));
-      return `fused ${st.kernel.size}: ${ops.join(" ")} → ${st.outputs.length} out`;
+      const r = st.kernel.reduce ? ` → ${st.kernel.reduce.op}` : "";
+      const mm = st.matmul === undefined ? "" : `matmul ${nodes[st.matmul].dtype} + `;
+      return `${mm}fused ${st.kernel.size}: ${ops.join(" ")}${r} → ${st.outputs.length} out`;
     }
     const n = nodes[st.id];
     const what = "kind" in n ? `${n.op}:${n.kind}` : n.op;
@@ -258,7 +269,19 @@ export function compile(g: Graph, b: Backend, opts: CompileOptions = {}): Progra
     freeInputs(0);
     steps.forEach((st, k) => {
       if (st.kind === "node") env.set(st.id, exec(b, nodes, nodes[st.id], get, keys));
-      else {
+      else if (st.matmul !== undefined) {
+        const mm = nodes[st.matmul] as Node & { op: "matmul" };
+        const views = st.inputs.slice(1).map((v) => view(nodes, v, get(v.id)));
+        const hs = b.matmulFused!(
+          arg(nodes[mm.a], get(mm.a)),
+          arg(nodes[mm.b], get(mm.b)),
+          mm.g,
+          mm.dtype,
+          st.kernel,
+          views,
+        );
+        st.outputs.forEach((o, i) => env.set(o, hs[i]));
+      } else {
         const hs = b.fused!(st.kernel, st.inputs.map((v) => view(nodes, v, get(v.id))));
         st.outputs.forEach((o, i) => env.set(o, hs[i]));
       }

@@ -1,6 +1,7 @@
 /**
  * The WebGPU fused elementwise kernel: one dispatch for a whole {@linkcode FusedKernel}, built
- * from the eager kernels' own lane code (see wgsl/fused.ts), and the probe that tells whether
+ * from the eager kernels' own lane code (see wgsl/fused.ts), with its reduction, if any, in the
+ * same dispatch (see wgsl/fused_reduce.ts), and the probe that tells whether
  * this device contracts an f32 product into a following sum (FMA) across operations.
  *
  * @example
@@ -10,7 +11,7 @@
  *
  * @module
  */
-import { encode } from "../../dtype.ts";
+import { byteSize, encode } from "../../dtype.ts";
 import type { View } from "../backend.ts";
 import type { FusedKernel } from "../fused.ts";
 import { output, storageBytes } from "./elementwise.ts";
@@ -21,15 +22,15 @@ import {
   fusedKernel,
   fusedParams,
   type FusedSpec,
-  fusedVec4,
   immediateBits,
 } from "./wgsl/fused.ts";
+import { fusedReduceKernel } from "./wgsl/fused_reduce.ts";
+import { perWord } from "./wgsl/dtype.ts";
+import { mapGroups } from "./wgsl/map.ts";
 
 /**
  * Run `k` over `inputs` (views of `k.size` elements each, any shape and strides): one dispatch,
- * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts);
- * `vectorize` (default) takes the vec4 form where it applies (`false`: always the scalar form,
- * the reference the vec4 form is tested against).
+ * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts).
  *
  * @example
  * ```ts
@@ -41,7 +42,6 @@ export function runFused(
   k: FusedKernel,
   inputs: readonly View[],
   opaque: boolean,
-  vectorize = true,
 ): GPUBuffer[] {
   checkAlive(ctx);
   if (inputs.length !== k.inputs.length) {
@@ -49,7 +49,6 @@ export function runFused(
       `webgpu fused: the kernel takes ${k.inputs.length} inputs, got ${inputs.length}`,
     );
   }
-  if (k.outputs.length === 0) throw new Error("webgpu fused: a kernel needs at least one output");
   inputs.forEach((v, j) => {
     const n = v.shape.reduce((a, b) => a * b, 1);
     if (v.dtype !== k.inputs[j] || n !== k.size) {
@@ -59,25 +58,83 @@ export function runFused(
       );
     }
   });
+  if (k.reduce) return runFusedReduce(ctx, k, inputs, opaque);
+  if (k.outputs.length === 0) throw new Error("webgpu fused: a kernel needs at least one output");
   const outs = k.outputs.map((o) => output(ctx, k.ops[o].dtype, k.size));
   if (k.size === 0) return outs;
-  const views = inputs.map((v) => {
-    const c = coalesce(v.shape, [v]);
-    return { mode: c.modes[0], shape: c.shape, strides: c.strides[0], offset: v.offset };
-  });
-  const ins = views.map((v) => ({ mode: v.mode, rank: v.mode === "strided" ? v.shape.length : 0 }));
-  const vec4 = vectorize && fusedVec4(k, ins, views.map((v) => v.offset));
-  const spec: FusedSpec = { kernel: k, ins, opaque, vec4 };
-  const imm = k.immediates.map((i) =>
-    immediateBits(i.dtype, new Uint8Array(encode(i.dtype, [i.value]).buffer))
-  );
+  const { spec, params } = prepare(k, inputs, opaque);
   dispatch(
     ctx,
     fusedKernel(spec),
     inputs.map((v) => v.h as GPUBuffer),
     outs,
-    fusedParams(spec, k.size, views, imm),
-    fusedGroups(k, k.size, vec4),
+    params,
+    fusedGroups(k, k.size),
+  );
+  return outs;
+}
+
+/** The signature and uniform words of `k` over `inputs` (coalesced views). */
+export function prepare(
+  k: FusedKernel,
+  inputs: readonly View[],
+  opaque: boolean,
+): { spec: FusedSpec; params: number[] } {
+  const views = inputs.map((v) => {
+    const c = coalesce(v.shape, [v]);
+    return { mode: c.modes[0], shape: c.shape, strides: c.strides[0], offset: v.offset };
+  });
+  const spec: FusedSpec = {
+    kernel: k,
+    ins: views.map((v) => ({ mode: v.mode, rank: v.mode === "strided" ? v.shape.length : 0 })),
+    opaque,
+  };
+  const imm = k.immediates.map((i) =>
+    immediateBits(i.dtype, new Uint8Array(encode(i.dtype, [i.value]).buffer))
+  );
+  return { spec, params: fusedParams(spec, k.size, views, imm) };
+}
+
+/**
+ * A fused kernel with a reduction: the eager reduce kernel's shape (tree when `inner` is 1 and
+ * the axis longer than 64, else serial) and workgroups, its values from the fused lanes.
+ */
+function runFusedReduce(
+  ctx: Ctx,
+  k: FusedKernel,
+  inputs: readonly View[],
+  opaque: boolean,
+): GPUBuffer[] {
+  const r = k.reduce!;
+  if (r.outer * r.reduce * r.inner !== k.size || !(r.x >= 0 && r.x < k.ops.length)) {
+    throw new Error(
+      `webgpu fused: the reduce over [${r.outer}, ${r.reduce}, ${r.inner}] of op ${r.x} does ` +
+        `not fit a kernel of ${k.size} elements and ${k.ops.length} operations`,
+    );
+  }
+  for (const o of k.outputs) {
+    if (byteSize(k.ops[o].dtype) !== 4) {
+      throw new Error(
+        `webgpu fused: a kernel with a reduce writes only 4-byte outputs; op ${o} is ` +
+          `${k.ops[o].dtype} (run its reduce as a separate kernel)`,
+      );
+    }
+  }
+  const n = r.outer * r.inner;
+  const outs = [
+    ...k.outputs.map((o) => output(ctx, k.ops[o].dtype, k.size)),
+    output(ctx, r.dtype, n),
+  ];
+  if (n === 0) return outs;
+  const { spec, params } = prepare(k, inputs, opaque);
+  const tree = r.inner === 1 && r.reduce > 64;
+  dispatch(
+    ctx,
+    fusedReduceKernel(spec, tree ? "tree" : "serial"),
+    inputs.map((v) => v.h as GPUBuffer),
+    outs,
+    [...params, n, r.reduce, r.inner],
+    tree ? Math.ceil(n / perWord(r.dtype)) : mapGroups(n, r.dtype),
   );
   return outs;
 }

@@ -45,6 +45,7 @@ import {
 } from "./runtime.ts";
 import { binary, cast, copy, fill, storageBytes, unary, where } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
+import { epilogueFits, matmulEpilogue } from "./matmul_epilogue.ts";
 import { reduce } from "./reduce.ts";
 import { concat, gather, scatterAdd } from "./indexing.ts";
 import { random } from "./random.ts";
@@ -277,6 +278,11 @@ function makeBackend(
       dequantize(ctx, codes, absmax, map, bs, outDtype),
     fused: (k: FusedKernel, inputs: readonly View[]) => runFused(ctx, k, inputs, opaque),
     maxFusedBuffers,
+    matmulCasts: true,
+    fusedReduce: true,
+    matmulFused: (a, b, g, outDtype, k, inputs) =>
+      matmulEpilogue(ctx, a, b, g, outDtype, k, inputs, opaque),
+    matmulFusedFits: epilogueFits,
     record: (inputs, body, opts) => record(ctx, inputs, body, opts),
   };
 }

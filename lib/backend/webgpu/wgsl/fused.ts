@@ -7,13 +7,7 @@
  * literals), so one pipeline serves every size and every scalar value of a structure.
  *
  * One invocation computes `P` consecutive elements, `P` the most elements per word among the
- * outputs, and writes whole words of every output (packed outputs never race). The `vec4` form
- * (every operand 32 bits wide, inputs contiguous or scalar, `n` and contiguous offsets multiples
- * of 4) binds contiguous operands as `array<vec4<u32>>` and computes 4 elements per invocation:
- * one 16-byte load per input and one store per output instead of four, the same lane code per
- * element (a CPU adapter such as lavapipe runs scalar loads as per-lane gathers; there the
- * 65,536-element ReLU backward of the bench step took 0.20–0.25 ms instead of 0.47–0.71, and
- * Adam's division-bound update about 5% less: `bench/webgpu_kernels.ts --only fused`).
+ * outputs, and writes whole words of every output (packed outputs never race).
  *
  * Parameters: `[n, per input: offset (+ shape[0..R) and strides[0..R) when strided),
  * immediates…, zero]`. `zero` is always 0: with `opaque` set, every operation's result is ORed
@@ -51,29 +45,6 @@ export interface FusedSpec {
   readonly ins: readonly FusedIn[];
   /** Keep every operation's result opaque to the compiler (see the module doc). */
   readonly opaque: boolean;
-  /** The 4-elements-per-invocation form (see the module doc and {@linkcode fusedVec4}). */
-  readonly vec4?: boolean;
-}
-
-/**
- * Whether a kernel over these inputs may take the `vec4` form: every input and output 32 bits
- * wide, every input contiguous or scalar, `n` and each contiguous input's word offset multiples
- * of 4.
- *
- * @example
- * ```ts
- * fusedVec4(kernel, [{ mode: "contig", rank: 0 }], [0]); // true for f32 in, f32 out, n % 4 == 0
- * ```
- */
-export function fusedVec4(
-  k: FusedKernel,
-  ins: readonly FusedIn[],
-  offsets: readonly number[],
-): boolean {
-  return k.size % 4 === 0 &&
-    k.outputs.every((o) => perWord(k.ops[o].dtype) === 1) &&
-    k.inputs.every((d) => perWord(d) === 1) &&
-    ins.every((x, j) => x.mode === "scalar" || (x.mode === "contig" && offsets[j] % 4 === 0));
 }
 
 /** Elements per invocation: the most elements per word among the outputs. */
@@ -82,7 +53,7 @@ export function fusedPer(k: FusedKernel): number {
 }
 
 /** Index of the first immediate in the parameters. */
-function immBase(spec: Pick<FusedSpec, "ins">): number {
+export function immBase(spec: Pick<FusedSpec, "ins">): number {
   let n = 1;
   for (const x of spec.ins) n += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
   return n;
@@ -101,12 +72,17 @@ export function fusedKernel(spec: FusedSpec): Kernel {
   const params = base + spec.kernel.immediates.length + 1;
   const modes = spec.ins.map((x) => x.mode === "strided" ? `s${x.rank}` : x.mode[0]).join(",");
   return {
-    key: `fused:${fusedKey(spec.kernel)}:${modes}:o${spec.opaque ? 1 : 0}${spec.vec4 ? ":v4" : ""}`,
+    key: `fused:${fusedKey(spec.kernel)}:${modes}:o${spec.opaque ? 1 : 0}`,
     inputs: spec.ins.length,
     outputs: spec.kernel.outputs.length,
     params,
-    code: () => fusedCode(spec, base, params),
+    code: () => fusedCode(spec, params),
   };
+}
+
+/** The number of uniform words of a fused signature (see `fusedParams`). */
+export function fusedParamCount(spec: FusedSpec): number {
+  return immBase(spec) + spec.kernel.immediates.length + 1;
 }
 
 /** The raw lane bits (u32) of an immediate `value` of dtype `d`, as a 0-d tensor stores it. */
@@ -135,7 +111,28 @@ function opLane(k: FusedKernel, i: number): { lane: (v: Vals) => Lane; args: Fus
   }
 }
 
-function fusedCode(spec: FusedSpec, base: number, params: number): string {
+/**
+ * The WGSL a fused kernel's `main` builds on: one function per operation and
+ * `lane(e) -> Outs`, which computes every operation at element `e` and returns the raw bits of
+ * the operations `fields` names (as `Outs.v0…`), in order. Parameters are read through `acc`
+ * (a WGSL function `acc(i) -> u32` the caller declares, with the layout of `fusedParams`); the
+ * lane function is called `name` (default `lane`), and
+ * `deps` lists the helpers the caller must emit once (see `helpers`).
+ *
+ * @example
+ * ```ts
+ * const { deps, code } = fusedLanes(spec, [0], "p"); // lane(e) of a one-output kernel
+ * ```
+ */
+export function fusedLanes(
+  spec: FusedSpec,
+  fields: readonly number[],
+  acc: string,
+  name = "lane",
+  opts: LaneOptions = {},
+): { deps: Set<string>; code: string } {
+  const buf = (j: number) => `I${j + (opts.bufOffset ?? 0)}`;
+  const base = immBase(spec);
   const k = spec.kernel;
   const deps = new Set<string>();
   const modules = new Set<string>();
@@ -162,63 +159,76 @@ function fusedCode(spec: FusedSpec, base: number, params: number): string {
     const sig = args.map((_, j) => `a${j}: u32`).join(", ");
     fns.push(`fn op${i}(${sig}) -> u32 {\n${l.code}\n  return ${l.bits};\n}`);
   });
-  // Input loads for element e, each view indexed on its own (the vec4 form loads in main).
+  // Input loads for element e, each view indexed on its own.
   const body: string[] = [];
   let at = 1;
-  if (!spec.vec4) {
-    spec.ins.forEach((x, j) => {
-      const off = `p(${at}u)`;
-      const dt = k.inputs[j];
-      if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, `${off} + e`)};`);
-      else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(`I${j}`, dt, off)};`);
-      else {
-        body.push(`  var o${j} = ${off};`, "  { var rem = e;");
-        for (let d = x.rank - 1; d >= 0; d--) {
-          body.push(
-            `    { let s = p(${at + 1 + d}u); let q = rem / s;` +
-              ` o${j} = o${j} + (rem - q * s) * p(${at + 1 + x.rank + d}u); rem = q; }`,
-          );
-        }
-        body.push("  }", `  let r${j} = ${rawLoad(`I${j}`, dt, `o${j}`)};`);
-      }
-      at += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
-    });
-  }
-  const zero = `p(${base + k.immediates.length}u)`;
+  const zero = `${acc}(${base + k.immediates.length}u)`;
   if (spec.opaque) body.push(`  let z = ${zero};`);
+  spec.ins.forEach((x, j) => {
+    const off = `${acc}(${at}u)`;
+    const dt = k.inputs[j];
+    if (j === 0 && opts.arg0) body.push(`  let r0 = ${spec.opaque ? "x0 | z" : "x0"};`);
+    else if (x.mode === "contig") body.push(`  let r${j} = ${rawLoad(buf(j), dt, `${off} + e`)};`);
+    else if (x.mode === "scalar") body.push(`  let r${j} = ${rawLoad(buf(j), dt, off)};`);
+    else {
+      body.push(`  var o${j} = ${off};`, "  { var rem = e;");
+      for (let d = x.rank - 1; d >= 0; d--) {
+        body.push(
+          `    { let s = ${acc}(${at + 1 + d}u); let q = rem / s;` +
+            ` o${j} = o${j} + (rem - q * s) * ${acc}(${at + 1 + x.rank + d}u); rem = q; }`,
+        );
+      }
+      body.push("  }", `  let r${j} = ${rawLoad(buf(j), dt, `o${j}`)};`);
+    }
+    at += 1 + (x.mode === "strided" ? 2 * x.rank : 0);
+  });
   const ref = (o: FusedOperand) =>
-    o.kind === "input" ? `r${o.index}` : o.kind === "imm" ? `p(${base + o.index}u)` : `t${o.index}`;
+    o.kind === "input"
+      ? `r${o.index}`
+      : o.kind === "imm"
+      ? `${acc}(${base + o.index}u)`
+      : `t${o.index}`;
   k.ops.forEach((_, i) => {
     const call = `op${i}(${opLane(k, i).args.map(ref).join(", ")})`;
     body.push(`  let t${i} = ${spec.opaque ? `${call} | z` : call};`);
   });
-  const m = k.outputs.length;
-  const fields = k.outputs.map((_, j) => `v${j}: u32`).join(", ");
-  body.push(`  return Outs(${k.outputs.map((o) => `t${o}`).join(", ")});`);
-  const v4 = spec.vec4 === true;
-  const word = (contig: boolean) => v4 && contig ? "vec4<u32>" : "u32";
-  const decl = [
-    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.ceil(params / 4)}>;`,
-    ...spec.ins.map((x, j) =>
-      `@group(0) @binding(${j + 1}) var<storage, read> I${j}: array<${word(x.mode === "contig")}>;`
-    ),
-    ...k.outputs.map((_, j) =>
-      `@group(0) @binding(${spec.ins.length + 1 + j}) var<storage, read_write> O${j}: ` +
-      `array<${word(true)}>;`
-    ),
-    "fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }",
-  ];
-  const laneSig = v4 ? spec.ins.map((_, j) => `r${j}: u32`).join(", ") : "e: u32";
-  const tail = `${helpers(deps)}
-${[...modules].join("\n")}
-struct Outs { ${fields}${m ? "" : "v: u32"} }
+  body.push(`  return Outs(${fields.map((o) => `t${o}`).join(", ")});`);
+  const struct = fields.length ? fields.map((_, j) => `v${j}: u32`).join(", ") : "v: u32";
+  const code = `${[...modules].join("\n")}
+struct Outs { ${struct} }
 ${fns.join("\n")}
-fn lane(${laneSig}) -> Outs {
+fn ${name}(e: u32${opts.arg0 ? ", x0: u32" : ""}) -> Outs {
 ${body.join("\n")}
+}`;
+  return { deps, code };
 }
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {`;
-  if (v4) return `${decl.join("\n")}\n${tail}\n${vec4Main(spec)}\n}`;
+
+/** Variants of {@linkcode fusedLanes}. */
+export interface LaneOptions {
+  /** Input 0 is the lane function's argument `x0` (raw bits), not a buffer read. */
+  readonly arg0?: boolean;
+  /** Input j reads buffer `I(j + bufOffset)` (default 0). */
+  readonly bufOffset?: number;
+}
+
+/**
+ * Declarations of a fused kernel's bindings: the uniform `P` with its accessor `p`, inputs
+ * `I0…` and `outputs` storage outputs `O0…`.
+ */
+export function fusedDecl(spec: FusedSpec, params: number, outputs: number): string {
+  return [
+    `@group(0) @binding(0) var<uniform> P: array<vec4<u32>, ${Math.ceil(params / 4)}>;`,
+    ...spec.ins.map((_, j) => `@group(0) @binding(${j + 1}) var<storage, read> I${j}: array<u32>;`),
+    ...Array.from({ length: outputs }, (_, j) => {
+      const b = spec.ins.length + 1 + j;
+      return `@group(0) @binding(${b}) var<storage, read_write> O${j}: array<u32>;`;
+    }),
+    "fn p(i: u32) -> u32 { return P[i >> 2u][i & 3u]; }",
+  ].join("\n");
+}
+
+function fusedCode(spec: FusedSpec, params: number): string {
+  const k = spec.kernel;
   // main: P lanes, then whole words of each output.
   const P = fusedPer(k);
   const main: string[] = [
@@ -245,40 +255,14 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
       main.push(`  ${cond}{ O${j}[wi * ${P / per}u + ${q}u] = ${parts.join(" | ")}; }`);
     }
   });
-  return `${decl.join("\n")}\n${tail}
+  const lanes = fusedLanes(spec, k.outputs, "p");
+  return `${fusedDecl(spec, params, k.outputs.length)}
+${helpers(lanes.deps)}
+${lanes.code}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
 ${main.join("\n")}
 }`;
-}
-
-/**
- * The vec4 form's main: invocation `wi` loads word `wi` (4 elements) of each contiguous input,
- * runs the lane code per element in a loop (one copy of the code, as in the scalar form) and
- * stores one vec4 per output.
- */
-function vec4Main(spec: FusedSpec): string {
-  const k = spec.kernel;
-  const lines = [
-    `  let wi = g.x + g.y * nw.x * ${WG}u;`,
-    "  if (wi * 4u >= p(0u)) { return; }",
-  ];
-  spec.ins.forEach((x, j) => {
-    const off = `p(${1 + j}u)`;
-    lines.push(
-      x.mode === "contig"
-        ? `  let x${j} = I${j}[(${off} >> 2u) + wi];`
-        : `  let x${j} = ${rawLoad(`I${j}`, k.inputs[j], off)};`,
-    );
-  });
-  const args = spec.ins.map((x, j) => x.mode === "contig" ? `x${j}[c]` : `x${j}`).join(", ");
-  lines.push(
-    ...k.outputs.map((_, j) => `  var w${j} = vec4<u32>();`),
-    "  for (var c = 0u; c < 4u; c = c + 1u) {",
-    `    let s = lane(${args});`,
-    ...k.outputs.map((_, j) => `    w${j}[c] = s.v${j};`),
-    "  }",
-    ...k.outputs.map((_, j) => `  O${j}[wi] = w${j};`),
-  );
-  return lines.join("\n");
 }
 
 /**
@@ -314,13 +298,13 @@ export function fusedParams(
 }
 
 /**
- * Workgroups of a fused kernel over `n` elements (`vec4`: of its vec4 form).
+ * Workgroups of a fused kernel over `n` elements.
  *
  * @example
  * ```ts
- * fusedGroups(kernel, 1024); // 4 (f32 outputs) or 1 (u8 outputs; f32 in the vec4 form)
+ * fusedGroups(kernel, 1024); // 4 (f32 outputs) or 1 (u8 outputs)
  * ```
  */
-export function fusedGroups(k: FusedKernel, n: number, vec4 = false): number {
-  return Math.ceil(Math.ceil(n / (vec4 ? 4 : fusedPer(k))) / WG);
+export function fusedGroups(k: FusedKernel, n: number): number {
+  return Math.ceil(Math.ceil(n / fusedPer(k)) / WG);
 }

@@ -160,6 +160,10 @@ export function wordKernel(o: {
   enableF16?: boolean;
   /** Bind the index-error flag (see `indexError` in runtime.ts). */
   errors?: boolean;
+  /** Declarations to use instead of `bindings(o)` (they must declare `O` and `p`). */
+  decls?: string;
+  /** WGSL expression of the number of output elements (default `p(0u)`). */
+  n?: string;
 }): string {
   const per = perWord(o.out);
   const laneBits = 32 / per;
@@ -167,7 +171,7 @@ export function wordKernel(o: {
   for (let l = 1; l < per; l++) {
     word.push(`  if (e0 + ${l}u < n) { w = w | (lane(e0 + ${l}u) << ${l * laneBits}u); }`);
   }
-  return `${o.enableF16 ? "enable f16;\n" : ""}${bindings(o)}
+  return `${o.enableF16 ? "enable f16;\n" : ""}${o.decls ?? bindings(o)}
 ${o.module}
 fn lane(e: u32) -> u32 {
 ${o.lane}
@@ -175,7 +179,7 @@ ${o.lane}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let wi = g.x + g.y * nw.x * ${WG}u;
-  let n = p(0u);
+  let n = ${o.n ?? "p(0u)"};
   let e0 = wi * ${per}u;
   if (e0 >= n) { return; }
 ${word.join("\n")}

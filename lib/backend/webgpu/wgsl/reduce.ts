@@ -50,7 +50,7 @@ interface OpCode {
 
 const NONE = "0xffffffffu";
 
-function opCode(op: ReduceOp, float: boolean): OpCode {
+function opCode(op: ReduceOp, float: boolean, acc: string): OpCode {
   const ty = float ? "f32" : "i32";
   const st = (out: DType) => (float ? storeF32(out, "acc") : storeI32(out, "acc"));
   const nan = (x: string) => (float ? `is_nan(${x})` : "false");
@@ -69,13 +69,13 @@ function opCode(op: ReduceOp, float: boolean): OpCode {
     case "min": {
       const cmp = op === "max" ? ">" : "<";
       const init = float
-        ? `${op === "max" ? "-" : ""}bitcast<f32>(0x7f800000u | (p(0u) & 0u))`
+        ? `${op === "max" ? "-" : ""}bitcast<f32>(0x7f800000u | (${acc}(0u) & 0u))`
         : op === "max"
         ? "(-2147483647 - 1)"
         : "2147483647";
       const fold = (x: string) =>
         float
-          ? `if (is_nan(${x}) || is_nan(acc)) { acc = bitcast<f32>(0x7fc00000u | (p(0u) & 0u)); } ` +
+          ? `if (is_nan(${x}) || is_nan(acc)) { acc = bitcast<f32>(0x7fc00000u | (${acc}(0u) & 0u)); } ` +
             `else if (ord_key(${x}) ${cmp} ord_key(acc)) { acc = ${x}; }`
           : `if (${x} ${cmp} acc) { acc = ${x}; }`;
       return {
@@ -139,46 +139,83 @@ function loadValue(x: DType, float: boolean, i: string): { deps: string[]; expr:
  */
 export function reduceKernel(op: ReduceOp, x: DType, out: DType, shape: ReduceShape): Kernel {
   const float = isFloatDtype(x);
-  const c = opCode(op, float);
   const load = loadValue(x, float, "idx");
+  return {
+    key: `reduce:${op}:${x}:${out}:${shape}`,
+    inputs: 1,
+    params: 3,
+    code: () =>
+      reduceCode(op, float, out, shape, {
+        decls: bindings({ inputs: 1, params: 3 }),
+        deps: load.deps,
+        module: "",
+        value: `let v = ${load.expr};`,
+        acc: "p",
+      }),
+  };
+}
+
+/** What a reduce kernel reduces: element `idx`'s value `v`, and the code around it. */
+export interface ReduceSource {
+  /** Bindings: the uniform with its accessor `p`, the inputs, and the output `O`. */
+  readonly decls: string;
+  /** Helpers `value` and `module` use (emitted once, with the reduction's own). */
+  readonly deps: Iterable<string>;
+  /** Module-level WGSL (functions) `value` calls. */
+  readonly module: string;
+  /** Statements that define `v` (f32 for float inputs, i32 otherwise) from the index `idx`. */
+  readonly value: string;
+  /** The accessor of the `[outputs, reduce, inner]` parameters (`p`, or one the decls add). */
+  readonly acc: string;
+}
+
+/**
+ * WGSL of a reduction whose values come from `src` (the eager kernel loads them; a fused
+ * prologue computes them), in the serial or tree shape of the module doc.
+ *
+ * @example
+ * ```ts
+ * reduceCode("sum", true, "f32", "serial", src);
+ * ```
+ */
+export function reduceCode(
+  op: ReduceOp,
+  float: boolean,
+  out: DType,
+  shape: ReduceShape,
+  src: ReduceSource,
+): string {
+  const c = opCode(op, float, src.acc);
   const s = c.store(out);
-  const deps = [...c.deps, ...load.deps, ...s.deps];
-  const key = `reduce:${op}:${x}:${out}:${shape}`;
+  const deps = new Set([...c.deps, ...src.deps, ...s.deps]);
+  const module = `${helpers(deps)}\n${src.module}`;
+  const P = src.acc;
   if (shape === "serial") {
-    return {
-      key,
+    return wordKernel({
       inputs: 1,
       params: 3,
-      code: () =>
-        wordKernel({
-          inputs: 1,
-          params: 3,
-          out,
-          module: helpers(deps),
-          lane: `  let R = p(1u);
-  let inner = p(2u);
+      out,
+      decls: src.decls,
+      n: `${P}(0u)`,
+      module,
+      lane: `  let R = ${P}(1u);
+  let inner = ${P}(2u);
   let o = e / inner;
   let base = o * R * inner + (e - o * inner);
   var acc: ${c.ty} = ${c.init};
   var ai = ${NONE};
   for (var r = 0u; r < R; r = r + 1u) {
     let idx = base + r * inner;
-    let v = ${load.expr};
+    ${src.value}
     ${c.step}
   }
   return ${s.expr};`,
-        }),
-    };
+    });
   }
   const per = perWord(out);
   const laneBits = 32 / per;
-  return {
-    key,
-    inputs: 1,
-    params: 3,
-    code: () =>
-      `${bindings({ inputs: 1, params: 3 })}
-${helpers(deps)}
+  return `${src.decls}
+${module}
 var<workgroup> SV: array<${c.ty}, ${WG}>;
 var<workgroup> SI: array<u32, ${WG}>;
 @compute @workgroup_size(${WG})
@@ -186,8 +223,8 @@ fn main(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wg: v
         @builtin(num_workgroups) nw: vec3<u32>) {
   let t = l.x;
   let wi = wg.x + wg.y * nw.x;
-  let n = p(0u);
-  let R = p(1u);
+  let n = ${P}(0u);
+  let R = ${P}(1u);
   if (wi * ${per}u >= n) { return; }
   var w = 0u;
   for (var k = 0u; k < ${per}u; k = k + 1u) {
@@ -198,7 +235,7 @@ fn main(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wg: v
     let base = row * R;
     for (var r = t; r < R; r = r + ${WG}u) {
       let idx = base + r;
-      let v = ${load.expr};
+      ${src.value}
       ${c.step}
     }
     SV[t] = acc;
@@ -222,6 +259,5 @@ fn main(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wg: v
     workgroupBarrier();
   }
   if (t == 0u) { O[wi] = w; }
-}`,
-  };
+}`;
 }
