@@ -257,7 +257,20 @@ Deno.test("conv2d, pools: memory stays flat over a training-like loop", () => {
   const after = nb.memory();
   assert.equal(after.tensors, before.tensors);
   assert.equal(after.bytes, before.bytes);
-  nb.dispose([w, x]);
+  // Outside any tidy scope, each op frees its own intermediates.
+  const [xr, wr] = [nb.reshape(x, [2, 2, 81]), nb.reshape(w, [4, 2, 9])];
+  const bare = nb.memory().tensors;
+  for (
+    const y of [
+      conv2d(x, w, { padding: 1, stride: 2 }),
+      conv1d(xr, wr, { padding: "same" }),
+      maxPool2d(x, 3, { padding: 1 }),
+      avgPool2d(x, 2, { padding: 1 }),
+      pad(x, [1, 2, -1, 0]),
+    ]
+  ) y.dispose();
+  assert.equal(nb.memory().tensors, bare);
+  nb.dispose([w, x, xr, wr]);
 });
 
 Deno.test("conv2d: autocast runs it in f16 (bias included), as torch's lower-precision list", () => {
