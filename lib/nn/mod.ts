@@ -17,4 +17,11 @@ export { type Activation, mlp, mlpInit, type MlpParams } from "./mlp.ts";
 export { layerNorm, layerNormInit, type LayerNormParams } from "./layer_norm.ts";
 export { embedding, embeddingInit, type EmbeddingParams } from "./embedding.ts";
 export { dropout } from "./dropout.ts";
+export {
+  conv2d,
+  conv2dInit,
+  type Conv2dInitOptions,
+  type Conv2dLayerOptions,
+  type Conv2dParams,
+} from "./conv.ts";
 export { crossEntropy, mse } from "./losses.ts";

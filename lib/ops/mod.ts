@@ -9,4 +9,13 @@ export * from "./shape.ts";
 export * from "./matmul.ts";
 export * from "./index.ts";
 export * from "./activation.ts";
+export * from "./pad.ts";
+export {
+  conv1d,
+  type Conv1dOptions,
+  conv2d,
+  type Conv2dOptions,
+  type ConvPadding,
+} from "./conv.ts";
+export * from "./pool.ts";
 export { broadcastShapes, type TensorLike } from "./util.ts";
