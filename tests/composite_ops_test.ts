@@ -229,7 +229,6 @@ for (const dt of ["f32", "f64"] as const) {
 
 async function checkGrad(name: string, f: (x: Tensor) => Tensor, xs: number[], shape: number[]) {
   const before = nb.memory().tensors;
-  const r = rng(name.length * 7919 + xs.length);
   const make = (v: number[]) => tensor(v, { dtype: "f64", shape });
   const outShape = nb.tidy(() => f(make(xs)).shape);
   const w = nb.random.uniform(nb.random.key(name.length), outShape, {
@@ -237,7 +236,6 @@ async function checkGrad(name: string, f: (x: Tensor) => Tensor, xs: number[], s
     lo: -1,
     hi: 1,
   });
-  void r;
   const loss = (x: Tensor) => nb.sum(nb.mul(f(x), w));
   const at = async (v: number[]) => {
     const l = nb.tidy(() => loss(make(v)));
@@ -324,4 +322,308 @@ Deno.test("softplus's gradient is sigmoid(x) even where the parts' would be lost
   const s = nb.sigmoid(x);
   assert.deepEqual(await g.bits(), await s.bits());
   nb.dispose([x, g, s]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+/** f32 values with the special ones mixed in. */
+const f32Value = fc.oneof(
+  fc.float({ noDefaultInfinity: false, noNaN: false }),
+  fc.constantFrom(0, -0, NaN, Infinity, -Infinity, 2 ** -149, -(2 ** -140), 1.5, -2.5),
+);
+const sameF32 = (a: number, b: number) => Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b));
+
+/** The documented cumsum order (Hillis–Steele), in f32. */
+function scanReference(x: number[]): number[] {
+  let y = x.map(Math.fround);
+  for (let s = 1; s < y.length; s *= 2) {
+    const prev = y;
+    y = prev.map((v, i) => (i >= s ? Math.fround(v + prev[i - s]) : v));
+  }
+  return y;
+}
+
+/** Run `body` (which creates tensors), read the named results, free everything. */
+async function readAll(body: () => Tensor[]): Promise<number[][]> {
+  const ts = body();
+  const out = await Promise.all(ts.map(async (t) => Array.from(await t.data())));
+  nb.dispose(nb.tree.leaves(ts));
+  return out;
+}
+
+Deno.test("cumsum ≡ the documented scan order, bitwise in f32, special values included (property)", async () => {
+  const before = nb.memory().tensors;
+  await fc.assert(
+    fc.asyncProperty(fc.array(f32Value, { minLength: 1, maxLength: 40 }), async (xs) => {
+      const [got] = await readAll(() => nb.tidy(() => [nb.cumsum(tensor(xs))]));
+      const want = scanReference(xs);
+      return got.every((v, i) => sameF32(v, want[i]));
+    }),
+    { numRuns: 150 },
+  );
+  assert.equal(nb.memory().tensors, before);
+});
+
+/** torch's piece sizes of splitting n into pieces of size k. */
+const sizesOf = (n: number, k: number) =>
+  Array.from({ length: Math.max(1, Math.ceil(n / k)) }, (_, i) => Math.min(k, n - i * k));
+
+Deno.test("split/chunk: torch's piece sizes, and the pieces concat back to x bitwise (property)", async () => {
+  const before = nb.memory().tensors;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 3 }),
+      fc.integer({ min: 0, max: 2 }),
+      fc.integer({ min: 1, max: 7 }),
+      async (shape, axisPick, k) => {
+        const axis = axisPick % shape.length;
+        const n = shape[axis];
+        const sizes: number[][] = [];
+        const [x, bySize, byChunk] = await readAll(() =>
+          nb.tidy(() => {
+            const x = nb.reshape(nb.arange(shape.reduce((a, b) => a * b, 1)), shape);
+            const a = nb.split(x, k, axis);
+            const c = nb.chunk(x, k, axis);
+            sizes.push(a.map((p) => p.shape[axis]), c.map((p) => p.shape[axis]));
+            return [x, nb.concat(a, axis), nb.concat(c, axis)];
+          })
+        );
+        return JSON.stringify(sizes[0]) === JSON.stringify(sizesOf(n, k)) &&
+          JSON.stringify(sizes[1]) === JSON.stringify(sizesOf(n, Math.ceil(n / k))) &&
+          bySize.every((v, i) => v === x[i]) && byChunk.every((v, i) => v === x[i]);
+      },
+    ),
+    { numRuns: 100 },
+  );
+  assert.equal(nb.memory().tensors, before);
+});
+
+Deno.test("clip ≡ min(max(x, lo), hi) as C++'s ternaries (torch's), special values (property)", async () => {
+  const before = nb.memory().tensors;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(f32Value, { minLength: 1, maxLength: 20 }),
+      fc.float({ noNaN: true, min: -10, max: 10 }),
+      fc.float({ noNaN: true, min: -10, max: 10 }),
+      async (xs, a, b) => {
+        const [got] = await readAll(() => nb.tidy(() => [nb.clip(tensor(xs), a, b)]));
+        return got.every((v, i) => {
+          const x = Math.fround(xs[i]);
+          const y0 = x < a ? a : x;
+          return sameF32(v, Math.fround(y0 > b ? b : y0));
+        });
+      },
+    ),
+    { numRuns: 150 },
+  );
+  assert.equal(nb.memory().tensors, before);
+});
+
+Deno.test("logicalAnd/Or: nonzero (and NaN) is true, any dtype, broadcast (property)", async () => {
+  const before = nb.memory().tensors;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.constantFrom(0, -0, 1, -3, NaN, Infinity, 0.5), { minLength: 4, maxLength: 4 }),
+      fc.array(fc.constantFrom(0, 2, NaN), { minLength: 2, maxLength: 2 }),
+      async (as, bs) => {
+        const dtypes: string[] = [];
+        const [and, or] = await readAll(() =>
+          nb.tidy(() => {
+            const a = nb.reshape(tensor(as), [2, 2]);
+            const b = tensor(bs); // broadcast along rows
+            const r = [nb.logicalAnd(a, b), nb.logicalOr(a, nb.greater(b, 1))];
+            dtypes.push(...r.map((t) => t.dtype));
+            return r;
+          })
+        );
+        const t = (v: number) => v !== 0; // NaN !== 0
+        return dtypes.every((d) => d === "bool") &&
+          and.every((v, i) => v === Number(t(as[i]) && t(bs[i % 2]))) &&
+          or.every((v, i) => v === Number(t(as[i]) || bs[i % 2] > 1));
+      },
+    ),
+    { numRuns: 60 },
+  );
+  assert.equal(nb.memory().tensors, before);
+});
+
+Deno.test("tril/triu ≡ the index rule j − i ≤ k / ≥ k for every k, bool and int too", async () => {
+  const before = nb.memory().tensors;
+  for (const dtype of ["f32", "i32", "bool"] as const) {
+    for (let k = -4; k <= 5; k++) {
+      const dts: string[] = [];
+      const [xs, lo, up] = await readAll(() =>
+        nb.tidy(() => {
+          const x = nb.astype(nb.reshape(nb.add(nb.arange(24), 1), [2, 3, 4]), dtype);
+          const r = [x, nb.tril(x, k), nb.triu(x, k)];
+          dts.push(...r.map((t) => t.dtype));
+          return r;
+        })
+      );
+      assert.deepEqual(dts, [dtype, dtype, dtype]);
+      for (let e = 0; e < 24; e++) {
+        const i = Math.floor(e / 4) % 3, j = e % 4;
+        assert.equal(lo[e], j - i <= k ? xs[e] : 0, `tril ${dtype} k=${k} [${e}]`);
+        assert.equal(up[e], j - i >= k ? xs[e] : 0, `triu ${dtype} k=${k} [${e}]`);
+      }
+    }
+  }
+  assert.equal(nb.memory().tensors, before);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Autocast classes (torch's lists: softplus, cumsum and losses in f32; silu, clip, var promote)
+
+Deno.test("autocast classes as torch: softplus, cumsum, losses f32; the others promote", () => {
+  const before = nb.memory().tensors;
+  nb.tidy(() => {
+    const seen = new Map<string, nb.OpClass>();
+    const x = nb.astype(tensor([[0.5, -1, 2], [1, 0, -2]]), "bf16");
+    const y = tensor([0, 2], { dtype: "i32" });
+    nb.intercept((call, inputs, next) => {
+      seen.set(call.op.name, nb.classifyOp({ name: call.op.name, tags: call.op.tags }));
+      return next(inputs);
+    }, () => {
+      nb.softplus(x), nb.silu(x), nb.cumsum(x), nb.clip(x, 0, 1), nb.variance(x), nb.std(x);
+      nb.tril(x), nb.logicalAnd(x, x), nb.nn.binaryCrossEntropyWithLogits(x, x);
+      nb.nn.nllLoss(x, y), nb.nn.crossEntropy(x, y, { labelSmoothing: 0.1 });
+    });
+    assert.deepEqual(Object.fromEntries(seen), {
+      softplus: "f32",
+      silu: "promote",
+      cumsum: "f32",
+      clip: "promote",
+      variance: "promote",
+      std: "promote",
+      tril: "promote",
+      logicalAnd: "promote",
+      binaryCrossEntropyWithLogits: "f32",
+      nllLoss: "f32",
+      crossEntropy: "f32",
+    });
+    // Under an autocast region the f32 class really runs in f32, promote keeps bf16.
+    nb.withAutocast("bf16", () => {
+      assert.equal(nb.softplus(x).dtype, "f32");
+      assert.equal(nb.cumsum(x).dtype, "f32");
+      assert.equal(nb.silu(x).dtype, "bf16");
+      assert.equal(nb.variance(x).dtype, "bf16");
+    });
+  });
+  assert.equal(nb.memory().tensors, before);
+});
+
+// ---------------------------------------------------------------------------------------------
+// jit, random.categorical, errors
+
+Deno.test("jit ≡ eager bitwise: a function using every new op, value and gradient", async () => {
+  const before = nb.memory().tensors;
+  const f = (p: { w: Tensor }, b: { x: Tensor; t: Tensor; y: Tensor }) =>
+    nb.valueAndGrad((q: { w: Tensor }) => {
+      const h = nb.silu(nb.matmul(b.x, q.w)); // [4, 6]
+      const [a, c] = nb.chunk(h, 2, -1);
+      const m = nb.tril(nb.cumsum(nb.clip(a, -1, 1), 0), -1);
+      const extra = nb.add(nb.mean(nb.softplus(c)), nb.std(m, { axis: 0 }));
+      const mask = nb.logicalOr(nb.greater(a, 0), nb.less(c, 0));
+      const l1 = nb.nn.binaryCrossEntropyWithLogits(a, b.t);
+      const l2 = nb.nn.crossEntropy(nb.where(mask, c, 0), b.y, { labelSmoothing: 0.1 });
+      return nb.add(nb.add(l1, l2), nb.sum(extra));
+    })(p);
+  const [kx, kw, kt] = nb.random.split(nb.random.key(4), 3);
+  const p = { w: nb.random.normal(kw, [5, 6]) };
+  const b = {
+    x: nb.random.normal(kx, [4, 5]),
+    t: nb.random.uniform(kt, [4, 3]),
+    y: tensor([0, 2, 1, -1].map((v) => (v < 0 ? 0 : v)), { dtype: "i32" }),
+  };
+  const jf = nb.jit(f);
+  const eager = f(p, b);
+  const jitted = jf(p, b);
+  assertSameBits(await bitsOf(eager), await bitsOf(jitted), "jit");
+  jf.clear();
+  nb.dispose([p, b, eager, jitted] as never);
+  assert.equal(nb.memory().tensors, before);
+});
+
+Deno.test("random.categorical: frequencies follow softmax, reproducible, -Inf never drawn, jit ≡ eager", async () => {
+  const before = nb.memory().tensors;
+  const logits = tensor([[0, Math.log(2), Math.log(5), -Infinity], [3, 3, 3, 3]]);
+  const n = 4000;
+  const s = nb.random.categorical(nb.random.key(8), logits, { shape: [n, 2] });
+  assert.equal(s.dtype, "i32");
+  assert.deepEqual(s.shape, [n, 2]);
+  const d = await s.data();
+  const counts = [[0, 0, 0, 0], [0, 0, 0, 0]];
+  d.forEach((c, i) => counts[i % 2][c]++);
+  const expect = [[1 / 8, 2 / 8, 5 / 8, 0], [0.25, 0.25, 0.25, 0.25]];
+  counts.forEach((row, r) =>
+    row.forEach((c, k) => {
+      const p = expect[r][k];
+      const sd = Math.sqrt(n * p * (1 - p));
+      assert.ok(Math.abs(c - n * p) <= 5 * sd + 1e-9, `row ${r} class ${k}: ${c} vs ${n * p}`);
+    })
+  );
+  // The same key gives the same draws; another key other ones.
+  const again = nb.random.categorical(nb.random.key(8), logits, { shape: [n, 2] });
+  const other = nb.random.categorical(nb.random.key(9), logits, { shape: [n, 2] });
+  assert.deepEqual(await again.bits(), await s.bits());
+  assert.notDeepEqual(await other.bits(), await s.bits());
+  // Axis 0, and under jit (the key is an input).
+  const t = nb.transpose(logits);
+  const ax0 = nb.random.categorical(nb.random.key(8), t, { axis: 0, shape: [n, 2] });
+  assert.deepEqual(await ax0.bits(), await s.bits());
+  const jc = nb.jit((k: nb.random.Key, l: Tensor) =>
+    nb.random.categorical(k, l, { shape: [n, 2] })
+  );
+  const js = jc(nb.random.key(8), logits);
+  const js2 = jc(nb.random.key(9), logits);
+  assert.deepEqual(await js.bits(), await s.bits());
+  assert.deepEqual(await js2.bits(), await other.bits());
+  assert.equal(jc.traces, 1);
+  jc.clear();
+  nb.dispose([logits, s, again, other, t, ax0, js, js2]);
+  assert.equal(nb.memory().tensors, before);
+});
+
+Deno.test("errors name the op, the argument and the fix", () => {
+  const before = nb.memory().tensors;
+  const x = tensor([[1, 2], [3, 4]]);
+  const v = tensor([1, 2, 3]);
+  const y = tensor([0, 1], { dtype: "i32" });
+  const cases: [() => unknown, RegExp][] = [
+    [() => nb.tril(v), /tril: needs a tensor with at least 2 dimensions .* got shape \[3\]/],
+    [() => nb.triu(x, 0.5), /triu: k must be an integer/],
+    [() => nb.split(v, [1, 1]), /split: sizes \[1,1\] add up to 2 but axis 0 of \[3\] has 3/],
+    [() => nb.split(v, 0), /split: the piece size must be an integer ≥ 1/],
+    [() => nb.chunk(v, 0), /chunk: chunks must be an integer ≥ 1/],
+    [() => nb.clip(v), /clip: give at least one bound/],
+    [() => nb.clip(v, NaN), /clip: lo is NaN/],
+    [() => nb.variance(v, { correction: -1 }), /variance: correction must be a number ≥ 0/],
+    [() => nb.std(v, { axis: 3 }), /std: axis 3 is out of range/],
+    [() => nb.cumsum(v, 2), /cumsum: axis 2 is out of range/],
+    [() => nb.logicalAnd(v, undefined as never), /logicalAnd: argument 2 must be a Tensor/],
+    [() => nb.softplus(v, { threshold: NaN }), /softplus: threshold is NaN/],
+    [
+      () => nb.nn.binaryCrossEntropyWithLogits(x, v),
+      /binaryCrossEntropyWithLogits: logits of shape \[2,2\] and targets of shape \[3\] differ/,
+    ],
+    [() => nb.nn.nllLoss(x, tensor([0, 1])), /nllLoss: labels must be integer class ids/],
+    [() => nb.nn.nllLoss(x, y, { ignoreIndex: 0.5 }), /nllLoss: ignoreIndex must be an integer/],
+    [
+      () => nb.nn.crossEntropy(x, y, { labelSmoothing: 2 }),
+      /crossEntropy: labelSmoothing must be in \[0, 1\]/,
+    ],
+    [
+      () => nb.random.categorical(nb.random.key(0), tensor(1)),
+      /random.categorical: logits need a class axis/,
+    ],
+    [
+      () => nb.random.categorical(nb.random.key(0), x, { shape: [3] }),
+      /random.categorical: the logits' batch shape \[2\] does not broadcast to shape \[3\]/,
+    ],
+    [() => nb.random.categorical(nb.random.key(0), y), /random.categorical: logits must be floats/],
+  ];
+  for (const [f, re] of cases) assert.throws(() => nb.tidy(f as () => Tensor), re);
+  nb.dispose([x, v, y]);
+  assert.equal(nb.memory().tensors, before);
 });
