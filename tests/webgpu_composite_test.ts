@@ -157,7 +157,7 @@ gtest(
         const jitted = nb.jit(eager);
         const all: unknown[] = [params, batch];
         let s = eager.init(params), sj = jitted.init(params);
-      all.push(s, sj);
+        all.push(s, sj);
         for (let i = 0; i < 3; i++) {
           const [n1, m1] = eager(s, batch);
           const [n2, m2] = jitted(sj, batch);
