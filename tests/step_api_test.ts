@@ -194,3 +194,28 @@ Deno.test("Step API errors name the problem and the fix", () => {
   freeAll(params, batch);
   assert.equal(nb.memory().tensors, before);
 });
+
+Deno.test("the step key flows through plugins (16-mixed: castParams, autocast, gradScale), jit ≡ eager", async () => {
+  const before = nb.memory().tensors;
+  const { batch, params } = setup();
+  const base = trainStep({ loss, optimizer: optim.adam({ lr: 1e-2 }), key: random.key(13) });
+  const eager = nb.precision("16-mixed")(base);
+  const jitted = jit(eager);
+  let a = eager.init(params);
+  let b = jitted.init(params);
+  const all: unknown[] = [a, b];
+  for (let i = 0; i < 4; i++) {
+    const [na, ma] = eager(a, batch);
+    const [nb2, mb] = jitted(b, batch);
+    all.push(na, ma, nb2, mb);
+    assertSameBits(await bitsOf(ma), await bitsOf(mb), `metrics of step ${i}`);
+    [a, b] = [na, nb2];
+  }
+  assert.deepEqual(Object.keys(a).sort(), ["key", "opt", "params", "plugins", "step"]);
+  assert.deepEqual(Object.keys(b).sort(), ["key", "opt", "params", "plugins", "step"]);
+  assertSameBits(await bitsOf(a), await bitsOf(b), "state");
+  assert.equal(jitted.traces, 1);
+  jitted.clear();
+  freeAll(all, batch);
+  assert.equal(nb.memory().tensors, before);
+});
