@@ -97,11 +97,14 @@ export {
   pipe,
   runParts,
   type Step,
+  type StepContext,
   type StepParts,
   type TrainState,
   trainStep,
+  type TrainStepOptions,
   type Transformer,
   type UpdateOut,
+  withStepKey,
 } from "./lib/train.ts";
 export {
   CHECKPOINT_VERSION,

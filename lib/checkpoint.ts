@@ -12,7 +12,8 @@
  *   undefined; NaN, ±Infinity and −0 too):
  *   - {@linkcode save} writes `"nbit.tree"`: `{"version":1,"tree":<skeleton>}`;
  *   - {@linkcode saveState} writes `"nbit.state"`: `{"version":1,"step":<n>,"tree":<skeleton of
- *     {params, opt, plugins}>}` plus `"preset"` when given. Tensor names then start with
+ *     {params, opt, plugins}>}` plus `"key":[k0,k1]` (the state's PRNG key) and `"preset"`
+ *     when given. Tensor names then start with
  *     `params.`, `opt.` and `plugins.` (e.g. `plugins.gradScale.scale`).
  *
  *   With no other metadata the file is byte-identical to what Python's safetensors writes with
@@ -185,6 +186,7 @@ export function encodeTree(
 export function encodeState(state: TrainState, opts: SaveStateOptions = {}): Promise<Uint8Array> {
   const { params, opt, plugins, step } = state;
   const record: Record<string, unknown> = { step };
+  if (state.key !== undefined) record.key = [state.key.k0, state.key.k1];
   if (opts.preset !== undefined) record.preset = opts.preset;
   return encodeWith({ params, opt, plugins }, STATE_KEY, record, opts.metadata);
 }
@@ -538,6 +540,12 @@ export async function loadState(
   if (!Number.isSafeInteger(count) || (count as number) < 0) {
     checkpointFail("bad-skeleton", `the step count ${JSON.stringify(count)} is not an integer ≥ 0`);
   }
+  const words = record.key;
+  const isWord = (w: unknown) =>
+    Number.isInteger(w) && (w as number) >= 0 && (w as number) < 2 ** 32;
+  if (words !== undefined && !(Array.isArray(words) && words.length === 2 && words.every(isWord))) {
+    checkpointFail("bad-skeleton", `the key ${JSON.stringify(words)} is not two u32 words`);
+  }
   const tree = buildTree(entries, record.tree, true, opts.device ?? cpu);
   if (!isPlain(tree) || !("params" in tree) || !("opt" in tree) || !isPlain(tree.plugins)) {
     dispose(tree);
@@ -554,6 +562,9 @@ export async function loadState(
     opt: tree.opt,
     step: count as number,
     plugins: tree.plugins,
+    ...(words === undefined
+      ? {}
+      : { key: Object.freeze({ kind: "nbit.key" as const, k0: words[0], k1: words[1] }) }),
   };
   if (step && opts.check !== false) {
     let diff: string | undefined;

@@ -9,7 +9,12 @@ import { type DType, isFloating, parseDType } from "./dtype.ts";
 import type { Backend } from "./backend/backend.ts";
 import { cpu } from "./backend/cpu/cpu.ts";
 import { foldIn as foldKey, type Key, keyFromSeed, permutation as perm, splitKey } from "./prng.ts";
-import { checkDevice, fromHandle, shapeSize, type Tensor, tensor } from "./tensor.ts";
+import { checkDevice, fromHandle, shapeSize, Tensor, tensor } from "./tensor.ts";
+import { add, log, neg } from "./ops/elementwise.ts";
+import { argmax } from "./ops/reduce.ts";
+import { broadcastTo, transpose } from "./ops/shape.ts";
+import { temporaries } from "./op.ts";
+import { normAxis } from "./ops/util.ts";
 
 export type { Key };
 
@@ -108,3 +113,63 @@ export function bernoulli(
 export function permutation(k: Key, n: number, opts: { device?: Backend } = {}): Tensor {
   return tensor(perm(k, n), { dtype: "i32", device: opts.device });
 }
+
+/** Options of {@linkcode categorical}. */
+export interface CategoricalOptions {
+  /** The class axis of `logits` (default -1). */
+  axis?: number;
+  /**
+   * Shape of the result (default: `logits`' shape without the class axis); the batch shape
+   * must broadcast to it (e.g. `[8, ...batch]` for 8 samples per row).
+   */
+  shape?: readonly number[];
+}
+
+/**
+ * Class indices (i32) drawn with probabilities `softmax(logits)` along `axis`, by the
+ * Gumbel-max trick as `jax.random.categorical`: `argmax(logits − log(−log u))` with `u`
+ * uniform in `[tiny, 1)` from `k` (f32; f64 for f64 logits). Reproducible from the key on
+ * every backend up to ties; a `-Infinity` logit is never drawn.
+ *
+ * @example
+ * ```ts
+ * const next = categorical(key(0), logits); // logits [batch, vocab] → [batch]
+ * const many = categorical(key(1), tensor([0, Math.log(3)]), { shape: [1000] }); // ~75% ones
+ * ```
+ */
+export function categorical(k: Key, logits: Tensor, opts: CategoricalOptions = {}): Tensor {
+  if (!(logits instanceof Tensor)) {
+    throw new TypeError(
+      "random.categorical: logits must be a Tensor of unnormalized log-probabilities",
+    );
+  }
+  if (logits.ndim === 0) {
+    throw new Error("random.categorical: logits need a class axis; got a scalar (shape [])");
+  }
+  const axis = normAxis("random.categorical", opts.axis ?? -1, logits.ndim);
+  const dtype = logits.dtype === "f64" ? "f64" : "f32";
+  if (!isFloating(logits.dtype)) {
+    throw new Error(`random.categorical: logits must be floats, got ${logits.dtype}`);
+  }
+  const batch = logits.shape.filter((_, i) => i !== axis);
+  const shape = opts.shape ?? batch;
+  const lead = shape.length - batch.length;
+  if (lead < 0 || batch.some((d, i) => d !== 1 && d !== shape[lead + i])) {
+    throw new Error(
+      `random.categorical: the logits' batch shape [${batch}] does not broadcast to shape ` +
+        `[${shape}]; give a shape that ends with it (e.g. [n, ${batch}])`,
+    );
+  }
+  return temporaries(() => {
+    const classes = logits.shape[axis];
+    // Classes last, then broadcast to [...shape, classes].
+    const perm = [...logits.shape.keys()].filter((i) => i !== axis).concat(axis);
+    const moved = axis === logits.ndim - 1 ? logits : transpose(logits, perm);
+    const full = broadcastTo(moved, [...shape, classes]);
+    const u = uniform(k, full.shape, { dtype, device: logits.device, lo: TINY[dtype], hi: 1 });
+    const gumbel = neg(log(neg(log(u))));
+    return argmax(add(full, gumbel), -1);
+  });
+}
+
+const TINY = { f32: 1.1754943508222875e-38, f64: 2.2250738585072014e-308 } as const;

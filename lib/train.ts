@@ -18,16 +18,25 @@
  *    it to transform gradients before the update (unscale, clip) or to select between the new
  *    and the old state (skip non-finite steps).
  *
+ * ## Aux metrics and the step key
+ *
+ * A loss may return `[loss, aux]` with `aux` a tree of scalar tensors: each leaf becomes a metric
+ * named by its dotted tree path (`[loss, { acc }]` gives metrics `loss` and `acc`). A state made
+ * with a key (`trainStep({ key })`) gives every step its own key, `foldIn(state.key, state.step)`,
+ * which the loss gets as `ctx.key` (its third argument): dropout needs no key in the batch, and
+ * the step stays pure (the key is data: it checkpoints, and a jitted step takes it as an input).
+ *
  * In `pipe(step, a, b)`, `b` wraps `a`: `b`'s `update` runs first and hands (e.g. unscaled)
  * gradients down to `a`'s. The step runs inside `tidy`: every intermediate is freed; the new
  * state and metrics are returned; the input state is not touched (and not freed).
  *
  * @module
  */
-import type { Tensor } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
 import { created, dispose, tidy } from "./tensor.ts";
 import { valueAndGrad } from "./autodiff.ts";
 import { leaves } from "./tree.ts";
+import { foldIn, isKey, type Key } from "./prng.ts";
 import { add, astype } from "./ops/elementwise.ts";
 import { concat, reshape } from "./ops/shape.ts";
 import type { Optimizer } from "./optim/types.ts";
@@ -44,6 +53,13 @@ export interface TrainState<P = unknown, O = unknown> {
   readonly step: number;
   /** Plugin state slots by plugin name (e.g. `gradScale: { scale, tracker }`). */
   readonly plugins: Readonly<Record<string, unknown>>;
+  /** The run's PRNG key (from `trainStep({ key })`); step `n` draws from `foldIn(key, n)`. */
+  readonly key?: Key;
+  /**
+   * This step's key, `foldIn(key, step)`: set on the state the parts see while a step runs
+   * (computed on the host, so a jitted step takes it as an input); never in a returned state.
+   */
+  readonly stepKey?: Key;
 }
 
 /** Scalar tensors reported by a step (`loss` always; `scale`, `skipped` under `gradScale`). */
@@ -135,15 +151,36 @@ export type Transformer = <B>(step: Step<B>) => Step<B>;
 export function makeStep<B>(parts: StepParts<B>): Step<B> {
   const fn = (state: TrainState, batch: B): [TrainState, Metrics] =>
     tidy(() => {
-      const [next, metrics] = runParts(parts, state, batch);
+      const [next, metrics] = runParts(parts, withStepKey(state, state.step), batch);
       return [{ ...next, step: state.step + 1 }, metrics];
     });
   return Object.assign(fn, { init: (p: unknown) => parts.init(p), parts });
 }
 
 /**
+ * `state` with its `stepKey` for step number `step` set (`foldIn(state.key, step)`), or as is
+ * when it has no key. `makeStep` and the jitted step call it on the host before `runParts`.
+ *
+ * @example
+ * ```ts
+ * const [next, metrics] = runParts(step.parts, withStepKey(state, state.step), batch);
+ * ```
+ */
+export function withStepKey(state: TrainState, step: number): TrainState {
+  if (state.key === undefined) return state;
+  if (!isKey(state.key)) {
+    throw new TypeError(
+      "train step: state.key must be a PRNG key (random.key(seed)); got " +
+        `${typeof state.key === "object" ? "an object that is not a key" : typeof state.key}`,
+    );
+  }
+  return { ...state, stepKey: foldIn(state.key, step) };
+}
+
+/**
  * One step's work from its parts: the gradient, then the update. Returns the new state (its
- * `step` counter not yet advanced) and the metrics. `makeStep` and `jit` both run this.
+ * `step` counter not yet advanced, no `stepKey`) and the metrics: `loss`, the loss's aux
+ * scalars by tree path, then the update's. `makeStep` and `jit` both run this.
  *
  * @example
  * ```ts
@@ -157,30 +194,123 @@ export function runParts<B>(
 ): [TrainState, Metrics] {
   const g = parts.gradient(parts.objective, state, batch);
   const u = parts.update(state, g.grads, g.extras);
-  return [u.state, { loss: g.loss, ...u.metrics }];
+  const metrics: Metrics = { loss: g.loss };
+  for (const [name, t] of auxMetrics(g.aux)) {
+    if (name in u.metrics || name === "loss") {
+      throw new Error(
+        `train step: the loss's aux output ${JSON.stringify(name)} has the name of a step ` +
+          "metric (loss, or one a plugin reports); rename it in the aux tree",
+      );
+    }
+    metrics[name] = t;
+  }
+  Object.assign(metrics, u.metrics);
+  const { stepKey: _, ...next } = u.state;
+  return [next as TrainState, metrics];
 }
 
-/** The user's loss: `(params, batch) → loss` or `→ [loss, aux]`. */
-export type LossFn<P, B> = (params: P, batch: B) => Tensor | [Tensor, unknown];
+/** The aux tree's leaves as named metrics; each must be a scalar tensor. */
+function auxMetrics(aux: unknown): [string, Tensor][] {
+  if (aux === undefined) return [];
+  const out: [string, Tensor][] = [];
+  const walk = (x: unknown, path: string) => {
+    if (x instanceof Tensor) out.push([path, checkScalar(x, path)]);
+    else if (Array.isArray(x)) x.forEach((v, i) => walk(v, path ? `${path}.${i}` : `${i}`));
+    else if (x !== null && typeof x === "object" && Object.getPrototypeOf(x) === Object.prototype) {
+      for (const [k, v] of Object.entries(x)) walk(v, path ? `${path}.${k}` : k);
+    } else {
+      throw new TypeError(
+        `train step: the loss's aux output ${JSON.stringify(path || "aux")} is ` +
+          `${x === null ? "null" : `a ${typeof x}`}, not a tensor; aux must be a tree of ` +
+          "scalar tensors (they become the step's metrics)",
+      );
+    }
+  };
+  walk(aux, "");
+  return out.map(([p, t]) => [p || "aux", t]);
+}
+
+function checkScalar(t: Tensor, path: string): Tensor {
+  if (t.shape.length !== 0) {
+    throw new Error(
+      `train step: the loss's aux output ${JSON.stringify(path)} has shape [${t.shape}]; aux ` +
+        "metrics must be scalars (reduce it, e.g. mean(x))",
+    );
+  }
+  return t;
+}
+
+/** What a loss gets as its third argument. */
+export interface StepContext {
+  /**
+   * This step's PRNG key, `foldIn(state.key, state.step)` (different each step, the same when
+   * a step is repeated). Throws when the state has no key: pass `trainStep({ key })`.
+   */
+  readonly key: Key;
+}
+
+/** The user's loss: `(params, batch, ctx) → loss` or `→ [loss, aux]` (aux: scalar tensors). */
+export type LossFn<P, B> = (params: P, batch: B, ctx: StepContext) => Tensor | [Tensor, unknown];
+
+function contextOf(state: TrainState): StepContext {
+  return {
+    get key(): Key {
+      if (state.stepKey === undefined) {
+        throw new Error(
+          "train step: the loss read ctx.key but the state has no key; make the step with " +
+            "trainStep({ loss, optimizer, key: random.key(seed) }) (and init the state from it)",
+        );
+      }
+      return state.stepKey;
+    },
+  };
+}
+
+/** Options of {@linkcode trainStep}. */
+export interface TrainStepOptions<P, B> {
+  /** The loss: `(params, batch, ctx) → loss` or `→ [loss, aux]`. */
+  loss: LossFn<P, B>;
+  /** The optimizer. */
+  optimizer: Optimizer;
+  /** The run's PRNG key, kept in the state (`state.key`); each step gets `ctx.key` from it. */
+  key?: Key;
+}
 
 /**
- * A plain train step: differentiate `loss` w.r.t. the params and apply `optimizer`.
+ * A plain train step: differentiate `loss` w.r.t. the params and apply `optimizer`. With a
+ * `key`, the loss gets a fresh key each step as `ctx.key`; an aux tree of scalars it returns
+ * becomes metrics.
  *
  * @example
  * ```ts
- * const step = trainStep({ loss: (p, b) => crossEntropy(mlp(p, b.x), b.y), optimizer: adam() });
- * let state = step.init(params);
- * const [next, metrics] = step(state, batch);
+ * const step = trainStep({
+ *   loss: (p, b, ctx) => {
+ *     const logits = mlp(p, dropout(ctx.key, b.x, 0.1));
+ *     return [crossEntropy(logits, b.y), { acc: mean(equal(argmax(logits), b.y)) }];
+ *   },
+ *   optimizer: adam(),
+ *   key: random.key(0),
+ * });
+ * const [next, metrics] = step(step.init(params), batch); // metrics: { loss, acc }
  * ```
  */
-export function trainStep<P, B>(
-  opts: { loss: LossFn<P, B>; optimizer: Optimizer },
-): Step<B> {
-  const { loss, optimizer } = opts;
+export function trainStep<P, B>(opts: TrainStepOptions<P, B>): Step<B> {
+  const { loss, optimizer, key } = opts;
+  if (key !== undefined && !isKey(key)) {
+    throw new TypeError(
+      "trainStep: key must be a PRNG key, e.g. trainStep({ key: random.key(0) })",
+    );
+  }
   return makeStep<B>({
-    init: (params) => ({ params, opt: optimizer.init(params), step: 0, plugins: {} }),
-    objective: (params, batch) => {
-      const out = loss(params as P, batch);
+    init: (params) => ({
+      params,
+      opt: optimizer.init(params),
+      step: 0,
+      plugins: {},
+      ...(key === undefined ? {} : { key }),
+    }),
+    objective: (params, batch, state) => {
+      const out = loss(params as P, batch, contextOf(state));
       return Array.isArray(out) ? { loss: out[0], aux: out[1] } : { loss: out };
     },
     gradient: (objective, state, batch) => {

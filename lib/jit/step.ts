@@ -3,12 +3,14 @@
  * it composes with `pipe`, `fit` and every plugin. The host-side step counter stays outside the
  * compiled program (it would otherwise be a new static value, and a new trace, every call).
  * `jit(step, { donate: [0] })` donates the state on every call, `step.donating(tensors)` on the
- * calls made through it (what `fit` does with the states it replaces).
+ * calls made through it (what `fit` does with the states it replaces). The step's key
+ * (`foldIn(state.key, state.step)`) is derived on the host too and passed in as data; `state.key`
+ * itself stays outside the program and is carried to the new state unchanged.
  *
  * @module
  */
 import type { Metrics, Step, TrainState } from "../train.ts";
-import { runParts } from "../train.ts";
+import { runParts, withStepKey } from "../train.ts";
 import type { Tensor } from "../tensor.ts";
 import { jitFunction, type JitOptions, type Jitted } from "./jit.ts";
 
@@ -59,9 +61,12 @@ export function jitStep<B>(step: Step<B>, opts: JitOptions = {}): JittedStep<B> 
   );
   const wrap = (f: typeof inner): JittedStep<B> => {
     const fn = (state: TrainState, batch: B): [TrainState, Metrics] => {
-      const { step: counter, ...rest } = state;
+      // The step key is derived on the host (a key is an input of the program, not a trace).
+      // `key` stays on the host: a key the program returned would be the traced one.
+      const { step: counter, key, ...rest } = withStepKey(state, state.step);
       const [next, metrics] = f(rest, batch);
-      return [{ ...next, step: counter + 1 } as TrainState, metrics];
+      const withKey = key === undefined ? next : { ...next, key };
+      return [{ ...withKey, step: counter + 1 } as TrainState, metrics];
     };
     return Object.defineProperties(Object.assign(fn, { init: step.init, parts: step.parts }), {
       [JITTED]: { value: true },

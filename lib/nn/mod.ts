@@ -24,4 +24,10 @@ export {
   type Conv2dLayerOptions,
   type Conv2dParams,
 } from "./conv.ts";
-export { crossEntropy, mse } from "./losses.ts";
+export {
+  binaryCrossEntropyWithLogits,
+  crossEntropy,
+  type CrossEntropyOptions,
+  mse,
+  nllLoss,
+} from "./losses.ts";

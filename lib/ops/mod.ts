@@ -19,3 +19,10 @@ export {
 } from "./conv.ts";
 export * from "./pool.ts";
 export { broadcastShapes, type TensorLike } from "./util.ts";
+export { tril, triu } from "./triangle.ts";
+export { chunk, split } from "./split.ts";
+export { clip } from "./clip.ts";
+export { type MomentOptions, std, variance } from "./moments.ts";
+export { cumsum } from "./cumsum.ts";
+export { logicalAnd, logicalOr } from "./logical.ts";
+export { silu, softplus } from "./smooth.ts";

@@ -19,6 +19,7 @@ import {
   matchingLeaves,
   zerosLike,
 } from "./common.ts";
+import { decayFlags, type DecayMask } from "./mask.ts";
 
 /** Options of {@linkcode adam} and {@linkcode adamw}. */
 export interface AdamOptions {
@@ -32,6 +33,8 @@ export interface AdamOptions {
   eps?: number;
   /** Weight decay: L2 (added to the grad) for `adam`, decoupled for `adamw` (default 0 / 1e-2). */
   weightDecay?: number;
+  /** Which params get weight decay (default all; e.g. `decayMatrices`: not biases or norms). */
+  mask?: DecayMask;
   /** dtype of the moments `mu` and `nu` (default: each param's dtype, as optax). */
   stateDtype?: DType;
 }
@@ -54,6 +57,7 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
     eps = 1e-8,
     weightDecay = decoupled ? 1e-2 : 0,
     stateDtype,
+    mask,
   } = opts ?? {};
   checkLearningRate(name, lr);
   checkNumber(name, "b1", b1, 0, false, 1);
@@ -75,6 +79,7 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
         state.mu,
         state.nu,
       );
+      const decays = decayFlags(name, params, mask);
       const rate = learningRateAt(lr, state.count);
       const t = add(state.count, 1);
       // Per compute dtype (f32, or f64 for f64 params): bias corrections, the step size and
@@ -106,8 +111,8 @@ function adamLike(name: string, opts: AdamOptions, decoupled: boolean): Optimize
         const { stepSize, sqrtBc2, decay } = scalarsFor(c);
         let pc = astype(p, c);
         let g = astype(gs[i], c);
-        if (decay !== 1) pc = mul(pc, decay);
-        if (!decoupled && weightDecay !== 0) g = add(g, mul(pc, weightDecay));
+        if (decay !== 1 && decays[i]) pc = mul(pc, decay);
+        if (!decoupled && weightDecay !== 0 && decays[i]) g = add(g, mul(pc, weightDecay));
         const m = add(mul(astype(ms[i], c), b1), mul(g, 1 - b1));
         const v = add(mul(astype(vs[i], c), b2), mul(square(g), 1 - b2));
         const denom = add(div(sqrt(v), sqrtBc2), eps);

@@ -15,6 +15,9 @@ export { chain, defineTransform, type GradientTransform } from "./transform.ts";
 export { sgd, type SgdOptions, type SgdState } from "./sgd.ts";
 export { adam, type AdamOptions, type AdamState, adamw } from "./adam.ts";
 export { clipByGlobalNorm, globalNorm } from "./clip.ts";
+export { rmsprop, type RmspropOptions, type RmspropState } from "./rmsprop.ts";
+export { lion, type LionOptions, type LionState } from "./lion.ts";
+export { decayFlags, type DecayMask, decayMatrices } from "./mask.ts";
 export { constant, cosine, type CosineOptions, warmup } from "./schedule.ts";
 export {
   computeDtype,
