@@ -34,15 +34,17 @@ export type {
   RandomKind,
   Recording,
   ReduceOp,
+  ReplayOptions,
   UnaryOp,
   View,
 } from "./lib/backend/backend.ts";
+export type { Blockwise8bitUpdate } from "./lib/backend/optim8.ts";
 export type { Key } from "./lib/prng.ts";
 export type { LearningRate, Optimizer, Schedule } from "./lib/optim/types.ts";
 export { cpu } from "./lib/backend/cpu/cpu.ts";
 export type { HeapStats } from "./lib/backend/cpu/heap.ts";
 export { setCpuThreads } from "./lib/backend/cpu/wasm/matmul.ts";
-export type { FusedKernel, FusedOp, FusedOperand } from "./lib/backend/fused.ts";
+export type { FusedKernel, FusedOp, FusedOperand, FusedReduce } from "./lib/backend/fused.ts";
 export {
   type AllMemoryInfo,
   arange,
