@@ -22,6 +22,7 @@ import {
   fusedKernel,
   fusedParams,
   type FusedSpec,
+  fusedVec4,
   immediateBits,
 } from "./wgsl/fused.ts";
 import { fusedReduceKernel } from "./wgsl/fused_reduce.ts";
@@ -30,7 +31,9 @@ import { mapGroups } from "./wgsl/map.ts";
 
 /**
  * Run `k` over `inputs` (views of `k.size` elements each, any shape and strides): one dispatch,
- * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts).
+ * one new buffer per output. `opaque` keeps every result opaque (see wgsl/fused.ts);
+ * `vectorize` (default) takes the vec4 form where it applies (`false`: always the scalar form,
+ * the reference the vec4 form is tested against; kernels with a reduce always take it).
  *
  * @example
  * ```ts
@@ -42,6 +45,7 @@ export function runFused(
   k: FusedKernel,
   inputs: readonly View[],
   opaque: boolean,
+  vectorize = true,
 ): GPUBuffer[] {
   checkAlive(ctx);
   if (inputs.length !== k.inputs.length) {
@@ -63,13 +67,14 @@ export function runFused(
   const outs = k.outputs.map((o) => output(ctx, k.ops[o].dtype, k.size));
   if (k.size === 0) return outs;
   const { spec, params } = prepare(k, inputs, opaque);
+  const vec4 = vectorize && fusedVec4(k, spec.ins, inputs.map((v) => v.offset));
   dispatch(
     ctx,
-    fusedKernel(spec),
+    fusedKernel({ ...spec, vec4 }),
     inputs.map((v) => v.h as GPUBuffer),
     outs,
     params,
-    fusedGroups(k, k.size),
+    fusedGroups(k, k.size, vec4),
   );
   return outs;
 }
