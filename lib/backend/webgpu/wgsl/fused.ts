@@ -12,10 +12,10 @@
  * contiguous offsets multiples of 4) binds contiguous operands as `array<vec4<u32>>` and computes
  * 4 elements per invocation: one 16-byte load per input and one store per output instead of
  * four, the same lane function per element, its contiguous inputs passed as arguments (a CPU
- * adapter such as lavapipe runs scalar loads as per-lane gathers; there, before the lane-function
- * refactor, the 65,536-element ReLU backward of the bench step took 0.20–0.25 ms instead of
- * 0.47–0.71, and Adam's division-bound update about 5% less: `bench/webgpu_kernels.ts --only
- * fused`).
+ * adapter such as lavapipe runs scalar loads as per-lane gathers). Its speed-up is not measured
+ * on the current code: the bench step's large elementwise kernels (ReLU backward, Adam) now run
+ * as matmul epilogues, which keep the scalar form, so `bench/webgpu_kernels.ts --only fused` no
+ * longer isolates them.
  *
  * Parameters: `[n, per input: offset (+ shape[0..R) and strides[0..R) when strided),
  * immediates…, zero]`. `zero` is always 0: with `opaque` set, every operation's result is ORed
