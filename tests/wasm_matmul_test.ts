@@ -380,6 +380,7 @@ wasmTest(
           big(2, 4200, 9, { bt: "bf16" }), // skinny, A too deep for the reused A buffer
           big(2, 300, 45, { bt: "bf16" }), // skinny, 2 blocks at a time, then 1, then a tail
           big(2, 300, 40), // the same with f32 weights (5 blocks, no tail)
+          big(4, 300, 45, { bt: "bf16" }), // skinny, 16-row chunks (300 = 18·16 + 12)
         ]
       ) {
         const { a, b } = operands(c, () => r() * 2 - 1);

@@ -21,7 +21,7 @@ import type { MatmulGeometry } from "../../backend.ts";
 import { batchOffset, checkCasts } from "../matmul.ts";
 import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
-import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
+import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M, skinnyChunk } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled } from "./features.ts";
 import { P } from "./region.ts";
 import { defaultThreads, Pool } from "./pool.ts";
@@ -289,7 +289,7 @@ export function wasmMatmul(
       J[o + P.j0] = axis === 2 ? lo : 0, J[o + P.j1] = axis === 2 ? hi : n;
       const t = s.packs + part * PER_THREAD;
       J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
-      J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
+      J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk, J[o + P.chunk] = skinnyChunk(m, be);
       J[o + P.pages] = s.memory.buffer.byteLength / 65536, J[o + P.narrow] = 0;
     });
     if (!narrowOut) return;
