@@ -325,6 +325,7 @@ wasmTest(
       big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
       big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
       big(2, 2000, 301, { bt: "bf16" }), // skinny, 2 blocks at a time, odd blocks per part
+      big(4, 1000, 301, { at: "bf16", bt: "bf16", ot: "bf16" }), // skinny, rounded per thread
       big(2, 3000, 203), // the same with f32 weights
       big(300, 64, 301, { ot: "f16" }), // rounding to f16 split too (≥ 2^15 outputs)
       big(301, 64, 300, { at: "bf16", bt: "bf16", ot: "bf16" }),
