@@ -787,10 +787,11 @@ function kernel(fma: boolean): Func {
 /**
  * Blocks of 8 columns a {@link skinny} kernel for `m` rows of element type `e` computes side
  * by side: 2 for m = 2 with f32 or bf16 weights, so that 8 accumulators are independent (a multiply-add waits on the previous one into the same
- * accumulator; with 4 chains a core idles on the latency: 2 blocks measured 12–16% faster with
- * bf16 weights, 1 thread, K = N = 4096). For m = 1, 4 blocks measured no faster than 1 (that
+ * accumulator; with 4 chains a core idles on the latency). Chosen by in-process A/B runs (old
+ * and new kernel interleaved in one process, K = N = 4096): 2 blocks were faster for m = 2
+ * with bf16 weights; for m = 1, 4 blocks were no faster than 1 (that
  * kernel holds its chunk's 8 A splats in registers instead); with f16 weights (whose widening
- * needs more registers) 2 measured 5–7% slower.
+ * needs more registers) 2 were slower.
  */
 export function skinnyWidth(m: number, e: Elem): number {
   return m === 2 && (e === ELEM.f32 || e === ELEM.bf16) ? 2 : 1;
@@ -1199,8 +1200,8 @@ function dot64(ea: Elem, eb: Elem): Func {
 /**
  * The k steps a {@link skinny} kernel unrolls: the rows of B it streams between loading and
  * storing its blocks of C. 16 for m = 4 with bf16 weights (half the C loads and stores per
- * multiply-add: 1.03–1.08× in in-process A/B at K = N = 4096, 2 threads), else 8 (with f16
- * weights 16 measured mixed, 0.85–1.02×; for m = 1 the chunk's 8 A splats stay in registers).
+ * multiply-add; slightly faster in in-process A/B runs at K = N = 4096), else 8 (with f16
+ * weights 16 was not faster; for m = 1 the chunk's 8 A splats stay in registers).
  */
 export function skinnyChunk(m: number, e: Elem): number {
   return m === 4 && e === ELEM.bf16 ? 16 : 8;

@@ -106,7 +106,7 @@ export function runRegion(
   if (J[o + 17] === 1) {
     // Skinny: B streamed row by row, `ch` rows (8 or 16) at a time across all columns (`ch`
     // sequential streams; C, m rows, is loaded and stored once per `ch` rows), A packed by the
-    // caller. Column panels short enough for C to stay in L1 measured 0.55–0.8× (short streams).
+    // caller. Column panels short enough for C to stay in L1 were slower (short streams).
     const sk = ex["skinny" + m + J[o + 6]], sk32 = ex["skinny" + m + "0"];
     const aPk = J[o + 18], bP = H[tab + 1], cP = H[tab + 2];
     const blocks = Math.floor((j1 - j0) / NR), tail = j1 - j0 - blocks * NR;
