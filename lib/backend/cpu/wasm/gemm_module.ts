@@ -786,12 +786,12 @@ function kernel(fma: boolean): Func {
 
 /**
  * Blocks of 8 columns a {@link skinny} kernel for `m` rows of element type `e` computes side
- * by side: 2 for m = 2 with f32 or bf16 weights, so that 8 accumulators are independent (a multiply-add waits on the previous one into the same
- * accumulator; with 4 chains a core idles on the latency). Chosen by in-process A/B runs (old
- * and new kernel interleaved in one process, K = N = 4096): 2 blocks were faster for m = 2
- * with bf16 weights; for m = 1, 4 blocks were no faster than 1 (that
- * kernel holds its chunk's 8 A splats in registers instead); with f16 weights (whose widening
- * needs more registers) 2 were slower.
+ * by side: 2 for m = 2 with f32 or bf16 weights, so that 8 accumulators are independent (a
+ * multiply-add waits on the previous one into the same accumulator; with 4 chains a core idles
+ * on the latency). Chosen by in-process A/B runs (old and new kernel interleaved in one
+ * process, K = N = 4096): 2 blocks were faster for m = 2 with bf16 weights; for m = 1, 4 blocks
+ * were no faster than 1 (that kernel holds its chunk's 8 A splats in registers instead); with
+ * f16 weights (whose widening needs more registers) 2 were slower.
  */
 export function skinnyWidth(m: number, e: Elem): number {
   return m === 2 && (e === ELEM.f32 || e === ELEM.bf16) ? 2 : 1;
