@@ -6,7 +6,9 @@
  * - square N×N×N, N = 256, 512, 1024, 2048;
  * - skinny M×4096 @ 4096×4096, M = 1, 4, 16, 64, with f32, bf16 and f16 weights; the inputs
  *   have the weights' dtype, as under autocast (mixed dtypes would first be cast to f32 by
- *   `matmul`'s promotion, a separate pass over the weights).
+ *   `matmul`'s promotion, a separate pass over the weights);
+ * - in both, "f32→bf16 folded": f32 operands cast to bf16 inside a `jit`, whose cast folding
+ *   rounds them while packing (no cast pass, no bf16 copies), as autocast's casts of f32 weights.
  *
  * Each case is one bench that times its variants in interleaved rounds (see `group`); at the
  * end a table of GFLOP/s (median per call) and ratios is printed. Run: `deno bench --allow-read --allow-env bench/wasm_matmul.bench.ts`
@@ -94,6 +96,16 @@ function nbit(m: number, k: number, n: number, at: nb.DType, bt: nb.DType) {
   };
 }
 
+/** f32 operands cast to `d` in a jitted product: the casts fold into the matmul's packing. */
+function nbitFolded(m: number, k: number, n: number, d: "f16" | "bf16") {
+  return (): Promise<Run> => {
+    const a = nb.tensor(rand(m * k, 1), { shape: [m, k] });
+    const b = nb.tensor(rand(k * n, 2), { shape: [k, n] });
+    const f = nb.jit((x: nb.Tensor, y: nb.Tensor) => nb.matmul(nb.astype(x, d), nb.astype(y, d)));
+    return Promise.resolve(() => f(a, b).dispose());
+  };
+}
+
 function jaxjs(m: number, k: number, n: number) {
   return async (): Promise<Run> => {
     const a = np.array(rand(m * k, 1)).reshape([m, k]);
@@ -130,6 +142,7 @@ for (const N of [256, 512, 1024, 2048]) {
       v.push({ name: `nbit ${d} ${t}T`, threads: t, make: nbit(N, N, N, d, d) });
     }
   }
+  v.push({ name: "nbit f32→bf16 folded 2T", threads: 2, make: nbitFolded(N, N, N, "bf16") });
   group(`square N=${N}`, 2 * N ** 3, v);
 }
 for (const M of [1, 4, 16, 64]) {
@@ -141,6 +154,7 @@ for (const M of [1, 4, 16, 64]) {
   for (const d of ["f32", "bf16", "f16"] as const) {
     v.push({ name: `nbit ${d} 2T`, threads: 2, make: nbit(M, K, N, d, d) });
   }
+  v.push({ name: "nbit f32→bf16 folded 2T", threads: 2, make: nbitFolded(M, K, N, "bf16") });
   group(`skinny M=${M}`, 2 * M * K * N, v);
 }
 
@@ -168,7 +182,7 @@ globalThis.addEventListener("unload", () => {
     for (const [name, ms, rate] of rows) {
       const rj = jaxRate ? (rate / jaxRate).toFixed(2) : "";
       // The same threads and layout with f32 operands.
-      const f32 = rows.find((r) => r[0] === name.replace(/^nbit \w+/, "nbit f32"))?.[2];
+      const f32 = rows.find((r) => r[0] === name.replace(/^nbit .* (\d+T)$/, "nbit f32 $1"))?.[2];
       const rf = f32 && name.startsWith("nbit") ? (rate / f32).toFixed(2) : "";
       lines.push(`| ${group} | ${name} | ${ms.toFixed(2)} | ${rate.toFixed(1)} | ${rj} | ${rf} |`);
     }

@@ -324,6 +324,9 @@ wasmTest(
       big(61, 530, 67, { transB: true, at: "f16", bt: "bf16", ot: "f16" }),
       big(30, 300, 50, { batchShape: [4], aBatch: [4], bBatch: [1] }), // batches split
       big(4, 1000, 301, { bt: "bf16" }), // skinny: B streamed, columns split
+      big(2, 2000, 301, { bt: "bf16" }), // skinny, 2 blocks at a time, odd blocks per part
+      big(4, 1000, 301, { at: "bf16", bt: "bf16", ot: "bf16" }), // skinny, rounded per thread
+      big(2, 3000, 203), // the same with f32 weights
       big(300, 64, 301, { ot: "f16" }), // rounding to f16 split too (≥ 2^15 outputs)
       big(301, 64, 300, { at: "bf16", bt: "bf16", ot: "bf16" }),
     ];
@@ -376,6 +379,9 @@ wasmTest(
           big(3, 600, 37, { bt: "bf16" }), // skinny: 8-row chunks, a 5-column tail
           big(1, 300, 16, { bt: "f16", at: "bf16", transA: true }), // skinny, A in registers
           big(2, 4200, 9, { bt: "bf16" }), // skinny, A too deep for the reused A buffer
+          big(2, 300, 45, { bt: "bf16" }), // skinny, 2 blocks at a time, then 1, then a tail
+          big(2, 300, 40), // the same with f32 weights (5 blocks, no tail)
+          big(4, 300, 45, { bt: "bf16" }), // skinny, 16-row chunks (300 = 18·16 + 12)
         ]
       ) {
         const { a, b } = operands(c, () => r() * 2 - 1);

@@ -203,11 +203,15 @@ export function f16x4(h: number, t: number): Code {
   ];
 }
 
-/** Fast half of {@link f16x8}: f16 bits in the high half of i32 lanes, finite values only. */
-const f16HighFinite: Code = [
+/**
+ * Fast half of {@link f16x8}: f16 bits in the high half of i32 lanes, finite values only;
+ * `keep` masks the shifted lanes (0x8fffffff, or 0x8fffe000 to also drop what the low half's
+ * bits became, so the odd lanes need no mask of their own first).
+ */
+const f16HighFinite = (keep: number): Code => [
   I.i32(3),
   V.i32x4ShrS, // sign smeared over bits 31..28, |h| at bits 27..13
-  k4(0x8fffffff - 2 ** 32),
+  k4(keep - 2 ** 32),
   V.and,
   I.f32(2 ** 112),
   V.f32x4Splat,
@@ -216,8 +220,8 @@ const f16HighFinite: Code = [
 
 /**
  * Eight f16 values (v128 in local `x`) widened to two f32x4: even lanes (0 2 4 6) to local `e`,
- * odd lanes (1 3 5 7) to `o`. Finite values take 4 operations per 4 lanes (each 16 bits moved to
- * the high half, shifted into f32 place with the sign, scaled by 2^112, exact for subnormals);
+ * odd lanes (1 3 5 7) to `o`. Finite values take 3–4 operations per 4 lanes (each 16 bits moved
+ * to the high half, shifted into f32 place with the sign, scaled by 2^112, exact for subnormals);
  * a vector that holds an Inf or NaN is redone by {@link f16x4}, bit for bit the same values.
  */
 export function f16x8(x: number, e: number, o: number, t: number): Code {
@@ -226,12 +230,10 @@ export function f16x8(x: number, e: number, o: number, t: number): Code {
     I.get(x),
     I.i32(16),
     V.i32x4Shl,
-    f16HighFinite,
+    f16HighFinite(0x8fffffff),
     I.set(e),
     I.get(x),
-    k4(-65536),
-    V.and,
-    f16HighFinite,
+    f16HighFinite(0x8fffe000),
     I.set(o),
     special,
     I.if(
@@ -783,38 +785,52 @@ function kernel(fma: boolean): Func {
 }
 
 /**
+ * Blocks of 8 columns a {@link skinny} kernel for `m` rows of element type `e` computes side
+ * by side: 2 for m = 2 with f32 or bf16 weights, so that 8 accumulators are independent (a
+ * multiply-add waits on the previous one into the same accumulator; with 4 chains a core idles
+ * on the latency). Chosen by in-process A/B runs (old and new kernel interleaved in one
+ * process, K = N = 4096): 2 blocks were faster for m = 2 with bf16 weights; for m = 1, 4 blocks
+ * were no faster than 1 (that kernel holds its chunk's 8 A splats in registers instead); with
+ * f16 weights (whose widening needs more registers) 2 were slower.
+ */
+export function skinnyWidth(m: number, e: Elem): number {
+  return m === 2 && (e === ELEM.f32 || e === ELEM.bf16) ? 2 : 1;
+}
+
+/**
  * `skinny{m}{e}(a, b, ldb, c, ldc, kc, blocks, first)` for m ≤ 4 rows: streams B (element type
  * `e`, rows `ldb` bytes apart) without packing, 8 columns per block, against a packed A panel
- * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks. The
- * same multiply-add sequence per output as {@link kernel}, so results are identical. For bf16
- * and f16 (e = 1, 2: 8 values loaded at once, split into even and odd lanes) each 8-column block
- * of C is kept in the order 0 2 4 6 1 3 5 7 (see {@link SKINNY_PERMUTED}).
+ * `[kc][6]`: C[m×8 block] (+)= Σ_p A[p][i]·B[p][0..8], for `blocks` consecutive blocks,
+ * {@link skinnyWidth} blocks at a time, then one at a time. The same multiply-add sequence per
+ * output as {@link kernel}, so results are identical. For bf16 and f16 (e = 1, 2: 8 values
+ * loaded at once, split into even and odd lanes) each 8-column block of C is kept in the order
+ * 0 2 4 6 1 3 5 7 (see {@link SKINNY_PERMUTED}).
  */
 function skinny(m: number, e: Elem, fma: boolean): Func {
   const [a, b, ldb, c, ldc, kc, blocks, first] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const acc = (r: number, h: number) => 8 + 2 * r + h;
-  const v0 = 8 + 2 * m;
-  const [b0, b1, sp, vh, vt] = [v0, v0 + 1, v0 + 2, v0 + 3, v0 + 4];
-  const [ap, bp, p, row] = [v0 + 5, v0 + 6, v0 + 7, v0 + 8];
-  /** One A splat per k step, kept in registers for m = 1 (8 of them, in locals v0 + 9 …). */
+  const W = skinnyWidth(m, e);
+  const acc = (r: number, h: number, q: number) => 8 + 2 * (q * m + r) + h;
+  const v0 = 8 + 2 * m * W;
+  const [b0, b1, vh, vt, va] = [v0, v0 + 1, v0 + 2, v0 + 3, v0 + 4];
+  const sp = (r: number) => v0 + 5 + r; // A splats (one per row)
+  const [ap, bp, p, row] = [v0 + 5 + m, v0 + 6 + m, v0 + 7 + m, v0 + 8 + m];
+  /** One A splat per k step, kept in registers for m = 1 (8 of them, in locals v0 + 5 + m …). */
   const hoist = m === 1;
-  const splat = (u: number) => v0 + 9 + u;
-  const va = v0 + 9 + (hoist ? 8 : 0); // v128 scratch of the rounding element types
+  const held = (u: number) => v0 + 5 + m + 4 + u;
   const rowsDo = (f: (r: number) => Code): Code => {
     const out: Code[] = [I.get(c), I.set(row)];
     for (let r = 0; r < m; r++) out.push(f(r), I.get(row), I.get(ldc), I.add, I.set(row));
     return out;
   };
-  /** k step `u` of a chunk (`u` < 0: a generic step reading A at `ap`, which then advances). */
-  const step = (u: number): Code => {
+  /** B of block `q` of the current step widened into `b0`, `b1`. */
+  const loadB = (q: number): Code => {
     // bf16: one load of 8 values; even columns by a shift, odd ones by a mask (C blocks are
     // then held as columns 0 2 4 6 | 1 3 5 7, restored by the caller at the end).
-    const out: Code[] = e === ELEM.f16
-      ? [I.get(bp), V.load(0), I.set(vh), f16x8(vh, b0, b1, vt)]
-      : e === ELEM.bf16
-      ? [
+    if (e === ELEM.f16) return [I.get(bp), V.load(16 * q), I.set(vh), f16x8(vh, b0, b1, vt)];
+    if (e === ELEM.bf16) {
+      return [
         I.get(bp),
-        V.load(0),
+        V.load(16 * q),
         I.tee(vh),
         I.i32(16),
         V.i32x4Shl,
@@ -823,96 +839,125 @@ function skinny(m: number, e: Elem, fma: boolean): Func {
         k4(-65536),
         V.and,
         I.set(b1),
-      ]
-      : [widen4(e, bp, 0, vh, vt, va), I.set(b0), widen4(e, bp, 4, vh, vt, va), I.set(b1)];
-    for (let r = 0; r < m; r++) {
-      if (u >= 0 && hoist) out.push(I.get(splat(u)), I.set(sp));
-      else {out.push(
-          I.get(u >= 0 ? a : ap),
-          V.load32Splat(4 * MR * Math.max(u, 0) + 4 * r),
-          I.set(sp),
-        );}
-      for (const [h, bv] of [[0, b0], [1, b1]]) {
-        out.push(
-          fma
-            ? [I.get(sp), I.get(bv), I.get(acc(r, h)), V.f32x4RelaxedMadd]
-            : [I.get(acc(r, h)), I.get(sp), I.get(bv), V.f32x4Mul, V.f32x4Add],
-          I.set(acc(r, h)),
-        );
+      ];
+    }
+    return [
+      widen4(e, bp, 8 * q, vh, vt, va),
+      I.set(b0),
+      widen4(e, bp, 8 * q + 4, vh, vt, va),
+      I.set(b1),
+    ];
+  };
+  const madd = (r: number, q: number): Code =>
+    [[0, b0], [1, b1]].map(([h, bv]) => [
+      fma
+        ? [I.get(sp(r)), I.get(bv), I.get(acc(r, h, q)), V.f32x4RelaxedMadd]
+        : [I.get(acc(r, h, q)), I.get(sp(r)), I.get(bv), V.f32x4Mul, V.f32x4Add],
+      I.set(acc(r, h, q)),
+    ]);
+  const splat = (u: number, r: number): Code =>
+    u >= 0 && hoist ? [I.get(held(u)), I.set(sp(r))] : [
+      I.get(u >= 0 ? a : ap),
+      V.load32Splat(4 * MR * Math.max(u, 0) + 4 * r),
+      I.set(sp(r)),
+    ];
+  /**
+   * k step `u` of a chunk over `w` blocks (`u` < 0: a generic step reading A at `ap`, which
+   * then advances). One block: B, then each row's splat and multiply-adds; several: the rows'
+   * splats once, then each block's B and multiply-adds.
+   */
+  const step = (u: number, w: number): Code => {
+    const out: Code[] = [];
+    if (w === 1) {
+      out.push(loadB(0));
+      for (let r = 0; r < m; r++) out.push(splat(u, r), madd(r, 0));
+    } else {
+      for (let r = 0; r < m; r++) out.push(splat(u, r));
+      for (let q = 0; q < w; q++) {
+        out.push(loadB(q));
+        for (let r = 0; r < m; r++) out.push(madd(r, q));
       }
     }
     if (u < 0) out.push(I.get(ap), I.i32(4 * MR), I.add, I.set(ap));
     out.push(I.get(bp), I.get(ldb), I.add, I.set(bp));
     return out;
   };
-  const zero: Code[] = [];
-  for (let r = 0; r < m; r++) zero.push(V.zero(), I.set(acc(r, 0)), V.zero(), I.set(acc(r, 1)));
-  const blockLoop = (inner: Code): Code =>
-    whileLoop([I.get(blocks), I.i32(0), I.gtS], [
+  const blockLoop = (w: number, inner: Code): Code => {
+    const zero: Code[] = [], load: Code[] = [], store: Code[] = [];
+    for (let q = 0; q < w; q++) {
+      for (let r = 0; r < m; r++) {
+        zero.push(V.zero(), I.set(acc(r, 0, q)), V.zero(), I.set(acc(r, 1, q)));
+      }
+    }
+    const cDo = (f: (r: number, q: number) => Code) =>
+      rowsDo((r) => [...Array(w).keys()].map((q) => f(r, q)));
+    load.push(cDo((r, q) => [
+      I.get(row),
+      V.load(32 * q),
+      I.set(acc(r, 0, q)),
+      I.get(row),
+      V.load(32 * q + 16),
+      I.set(acc(r, 1, q)),
+    ]));
+    store.push(cDo((r, q) => [
+      I.get(row),
+      I.get(acc(r, 0, q)),
+      V.store(32 * q),
+      I.get(row),
+      I.get(acc(r, 1, q)),
+      V.store(32 * q + 16),
+    ]));
+    return whileLoop([I.get(blocks), I.i32(w - 1), I.gtS], [
       I.get(first),
-      I.ifElse(
-        zero,
-        rowsDo((r) => [
-          I.get(row),
-          V.load(0),
-          I.set(acc(r, 0)),
-          I.get(row),
-          V.load(16),
-          I.set(acc(r, 1)),
-        ]),
-      ),
+      I.ifElse(zero, load),
       I.get(b),
       I.set(bp),
       inner,
-      rowsDo((r) => [
-        I.get(row),
-        I.get(acc(r, 0)),
-        V.store(0),
-        I.get(row),
-        I.get(acc(r, 1)),
-        V.store(16),
-      ]),
+      store,
       I.get(b),
-      I.i32(NR << SHIFT[e]),
+      I.i32((w * NR) << SHIFT[e]),
       I.add,
       I.set(b),
       I.get(c),
-      I.i32(NR * 4),
+      I.i32(w * NR * 4),
       I.add,
       I.set(c),
       I.get(blocks),
-      I.i32(1),
+      I.i32(w),
       I.sub,
       I.set(blocks),
     ]);
-  const CHUNK = 8;
+  };
+  const CHUNK = skinnyChunk(m, e);
+  const widths = W > 1 ? [W, 1] : [1];
   const unrolled: Code[] = [];
   if (hoist) {
     for (let u = 0; u < CHUNK; u++) {
-      unrolled.push(I.get(a), V.load32Splat(4 * MR * u), I.set(splat(u)));
+      unrolled.push(I.get(a), V.load32Splat(4 * MR * u), I.set(held(u)));
     }
   }
-  unrolled.push(blockLoop([...Array(CHUNK).keys()].map(step)));
-  const generic = blockLoop([
-    I.get(a),
-    I.set(ap),
-    I.get(kc),
-    I.set(p),
-    I.loop(step(-1), I.get(p), I.i32(1), I.sub, I.tee(p), I.brIf(0)),
-  ]);
+  unrolled.push(widths.map((w) => blockLoop(w, [...Array(CHUNK).keys()].map((u) => step(u, w)))));
+  const generic = widths.map((w) =>
+    blockLoop(w, [
+      I.get(a),
+      I.set(ap),
+      I.get(kc),
+      I.set(p),
+      I.loop(step(-1, w), I.get(p), I.i32(1), I.sub, I.tee(p), I.brIf(0)),
+    ])
+  );
   return {
     name: `skinny${m}${e}`,
     params: new Array(8).fill(T.i32),
     locals: [
-      ...new Array(2 * m + 5).fill(T.v128),
+      ...new Array(2 * m * W + 5 + m).fill(T.v128),
       T.i32,
       T.i32,
       T.i32,
       T.i32,
       ...new Array(hoist ? CHUNK : 0).fill(T.v128),
-      T.v128,
     ],
-    // A full chunk of 8 k steps is unrolled (static A offsets); a shorter one loops.
+    // A full chunk of k steps is unrolled (static A offsets); a shorter one loops.
     body: [I.get(kc), I.i32(CHUNK), I.eq, I.ifElse(unrolled, generic)],
   };
 }
@@ -1150,6 +1195,16 @@ function dot64(ea: Elem, eb: Elem): Func {
       I.get(acc),
     ],
   };
+}
+
+/**
+ * The k steps a {@link skinny} kernel unrolls: the rows of B it streams between loading and
+ * storing its blocks of C. 16 for m = 4 with bf16 weights (half the C loads and stores per
+ * multiply-add; slightly faster in in-process A/B runs at K = N = 4096), else 8 (with f16
+ * weights 16 was not faster; for m = 1 the chunk's 8 A splats stay in registers).
+ */
+export function skinnyChunk(m: number, e: Elem): number {
+  return m === 4 && e === ELEM.bf16 ? 16 : 8;
 }
 
 /** Skinny kernels of these element types leave C blocks as columns 0 2 4 6 1 3 5 7. */

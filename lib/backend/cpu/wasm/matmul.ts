@@ -1,10 +1,11 @@
 /**
  * The WebAssembly matmul, in place on the CPU heap (one `WebAssembly.Memory`, shared when
- * `SharedArrayBuffer` exists): operands packed by the kernel module, multiplied with f32 accumulation, split across the
- * pool by batches, output columns (when n > m) or output rows, never along k, so results are
- * bitwise the same for any thread count. The f32 accumulator is rounded once to the output
- * dtype (in SIMD, split across the pool by ranges); where it lands exactly on a rounding tie of f16/bf16 (so that rounding it would round
- * the exact sum twice) that element is resolved from its exact f64 sum.
+ * `SharedArrayBuffer` exists): operands packed by the kernel module, multiplied with f32
+ * accumulation, split across the pool by batches, output columns (when n > m) or output rows,
+ * never along k, so results are bitwise the same for any thread count. The f32 accumulator is
+ * rounded once to the output dtype (in SIMD, by each thread as soon as a block of rows is final,
+ * while it is in cache); where it lands exactly on a rounding tie of f16/bf16 (so that rounding
+ * it would round the exact sum twice) that element is resolved from its exact f64 sum.
  *
  * About FMA: with relaxed SIMD the micro-kernel uses `f32x4.relaxed_madd`, which the machine
  * may or may not fuse. Results are then bitwise reproducible for any thread count and across
@@ -21,7 +22,7 @@ import type { MatmulGeometry } from "../../backend.ts";
 import { batchOffset, checkCasts } from "../matmul.ts";
 import { type DType, f16BitsToNumber, roundToBf16Bits, roundToF16Bits } from "../../../dtype.ts";
 import { alloc, heapMemory, release } from "../heap.ts";
-import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M } from "./gemm_module.ts";
+import { ELEM, type Elem, gemmModuleBytes, MR, NR, SKINNY_M, skinnyChunk } from "./gemm_module.ts";
 import { useRelaxedFma, wasmEnabled } from "./features.ts";
 import { P } from "./region.ts";
 import { defaultThreads, Pool } from "./pool.ts";
@@ -37,8 +38,6 @@ const F16_TABLE = 65536 * 4;
 const TIE_LIST = PACK_A / 4;
 /** Below this many flops a job runs on one thread (a round trip costs microseconds). */
 const SPLIT_FLOPS = 1 << 21;
-/** Below this many outputs f32 → f16/bf16 rounding runs on one thread. */
-const NARROW_SPLIT = 1 << 15;
 
 interface State {
   memory: WebAssembly.Memory;
@@ -173,7 +172,11 @@ function isTie(d: DType, u: number): boolean {
   return (((u & 0x7fffff) | 0x800000) & ((1 << drop) - 1)) === 1 << (drop - 1);
 }
 
-/** Round the f32 accumulators at `c` once into the f16/bf16 block at `to`. */
+/**
+ * Finish rounding the f32 accumulators at `c` once into the f16/bf16 block at `to`: the
+ * product's threads rounded every output (see `P.narrow`); those on a rounding tie are resolved
+ * here from their exact sums.
+ */
 function narrow(
   d: DType,
   c: number,
@@ -183,20 +186,10 @@ function narrow(
   dot: Dot,
   s: State,
 ): void {
-  const groups = total >>> 3;
-  // Elementwise, so split across the pool by ranges of groups (same bits for any split).
-  const parts = total < NARROW_SPLIT ? 1 : Math.min(s.pool.ready() + 1, s.pool.threads);
-  s.pool.run(parts, (J, o, part) => {
-    const g0 = Math.floor((groups * part) / parts), g1 = Math.floor((groups * (part + 1)) / parts);
-    J[o + P.narrow] = ELEMS[d]!, J[o + P.src] = c + g0 * 32, J[o + P.dst] = to + g0 * 16;
-    J[o + P.groups] = g1 - g0, J[o + P.pages] = s.memory.buffer.byteLength / 65536;
-  });
   const buf = s.memory.buffer;
   const out = new Uint16Array(buf, to, total);
-  const f = new Float32Array(buf, c, total);
   const u = new Uint32Array(buf, c, total);
   const round = d === "bf16" ? roundToBf16Bits : roundToF16Bits;
-  for (let x = groups * 8; x < total; x++) out[x] = round(f[x]);
   const mn = g.m * g.n;
   const fix = (x: number) => {
     if (!isTie(d, u[x])) return;
@@ -289,8 +282,9 @@ export function wasmMatmul(
       J[o + P.j0] = axis === 2 ? lo : 0, J[o + P.j1] = axis === 2 ? hi : n;
       const t = s.packs + part * PER_THREAD;
       J[o + P.packA] = t, J[o + P.packB] = t + PACK_A, J[o + P.tile] = t + PACK_A + PACK_B;
-      J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk;
-      J[o + P.pages] = s.memory.buffer.byteLength / 65536, J[o + P.narrow] = 0;
+      J[o + P.skinny] = thin ? 1 : 0, J[o + P.aPacked] = aPk, J[o + P.chunk] = skinnyChunk(m, be);
+      J[o + P.pages] = s.memory.buffer.byteLength / 65536;
+      J[o + P.narrow] = narrowOut ? ELEMS[outType]! : 0, J[o + P.out] = out;
     });
     if (!narrowOut) return;
     // Exact f64 sum of one output, reading the operands in place (in WebAssembly).

@@ -38,13 +38,15 @@ export const P = {
    */
   pages: 19,
   /**
-   * A narrowing job instead of a product: 0 for a product, else the output element code
-   * (1 bf16, 2 f16): round `8·groups` f32 values at byte address `src` once into `dst`.
+   * The output element code: 0 for f32 (C is the output), else 1 bf16 or 2 f16: each thread
+   * rounds the f32 outputs it finished (still in cache) once into the 16-bit output at `out`
+   * (outputs on a rounding tie are then resolved by the caller).
    */
   narrow: 20,
-  src: 21,
-  dst: 22,
-  groups: 23,
+  /** Byte address of batch 0's 16-bit output (batch `bt` at `out + 2·bt·m·n`). */
+  out: 21,
+  /** Skinny products: rows of B streamed per kernel call (`skinnyChunk` of gemm_module.ts). */
+  chunk: 24,
   /** The job sequence number this slot was assigned (workers run only their own jobs). */
   seq: 31,
   /** Words per slot. */
@@ -57,8 +59,8 @@ export type RegionExports = Record<string, (...args: number[]) => void>;
 /**
  * Compute rows `[i0, i1)` × columns `[j0, j1)` of batches `[b0, b1)` into the f32 C of each
  * batch, with blocking MC, KC, NC = 48, 512, 1024 and the 6×8 micro-kernel. KC blocks start at
- * multiples of 512 from 0 whatever the region, so every output is computed identically. A
- * narrowing job (`P.narrow`) instead rounds a range of f32 outputs to f16/bf16.
+ * multiples of 512 from 0 whatever the region, so every output is computed identically. With a
+ * 16-bit output (`P.narrow`), each block of rows is rounded once it is final, while it is hot.
  */
 export function runRegion(
   ex: RegionExports,
@@ -78,27 +80,40 @@ export function runRegion(
     if (spin > 1e6) throw new Error("matmul: the shared memory's growth never reached a worker");
     buf = memory.buffer;
   }
-  if (J[o + 20] !== 0) {
-    ex["narrow" + J[o + 20]](J[o + 21], J[o + 22], J[o + 23]);
-    return;
-  }
   const H = new Uint32Array(buf);
   const F = new Float32Array(buf);
+  const U = new Uint16Array(buf);
   const tab = J[o + 7] >>> 2, pa = J[o + 14], pb = J[o + 15], tile = J[o + 16];
+  const narrow = J[o + 20] === 0 ? undefined : ex["narrow" + J[o + 20]];
+  /**
+   * Round row `i` of a batch's C at `cP`, columns [j, to), into its output at `oP`: whole
+   * groups of 8 in place, the rest (at the matrix edge) through the scratch tile.
+   */
+  const round = (cP: number, oP: number, i: number, j: number, to: number) => {
+    const groups = (to - j) >>> 3, x = i * n + j + 8 * groups, rest = to - j - 8 * groups;
+    if (groups > 0) narrow!(cP + (i * n + j) * 4, oP + (i * n + j) * 2, groups);
+    if (rest === 0) return;
+    const c = cP / 4 + x, t = tile / 4, u = oP / 2 + x;
+    for (let q = 0; q < 8; q++) F[t + q] = q < rest ? F[c + q] : 0;
+    narrow!(tile, tile + 32, 1);
+    for (let q = 0; q < rest; q++) U[u + q] = U[tile / 2 + 16 + q];
+  };
   const i0 = J[o + 10], i1 = J[o + 11], j0 = J[o + 12], j1 = J[o + 13];
   // A(i, q) and B(q, j) element strides for the stored layouts.
   const si = ta ? 1 : k, sqa = ta ? m : 1;
   const sqb = tb ? 1 : n, sj = tb ? k : 1;
   const ldc = n * 4, t0 = tile >>> 2;
   if (J[o + 17] === 1) {
-    // Skinny: B streamed row by row, 8 rows at a time across all columns (8 sequential streams;
-    // C, m rows, stays in L1 and is loaded and stored once per 8 rows), A packed by the caller.
+    // Skinny: B streamed row by row, `ch` rows (8 or 16) at a time across all columns (`ch`
+    // sequential streams; C, m rows, is loaded and stored once per `ch` rows), A packed by the
+    // caller. Column panels short enough for C to stay in L1 were slower (short streams).
     const sk = ex["skinny" + m + J[o + 6]], sk32 = ex["skinny" + m + "0"];
     const aPk = J[o + 18], bP = H[tab + 1], cP = H[tab + 2];
     const blocks = Math.floor((j1 - j0) / NR), tail = j1 - j0 - blocks * NR;
     const jt = j0 + blocks * NR, c0 = (cP >>> 2) + jt;
-    for (let pc = 0; pc < k; pc += 8) {
-      const kc = Math.min(8, k - pc), first = pc === 0 ? 1 : 0, ap = aPk + pc * MR * 4;
+    const ch = J[o + 24];
+    for (let pc = 0; pc < k; pc += ch) {
+      const kc = Math.min(ch, k - pc), first = pc === 0 ? 1 : 0, ap = aPk + pc * MR * 4;
       if (blocks > 0) sk(ap, bP + (pc * n + j0) * sb, n * sb, cP + j0 * 4, ldc, kc, blocks, first);
       if (tail === 0) continue;
       packB(bP + (pc * n + jt) * sb, n, 1, kc, tail, pb);
@@ -122,10 +137,12 @@ export function runRegion(
         }
       }
     }
+    if (narrow) { for (let r = 0; r < m; r++) round(cP, J[o + 21], r, j0, j1); }
     return;
   }
   for (let bt = J[o + 8]; bt < J[o + 9]; bt++) {
     const aP = H[tab + 3 * bt], bP = H[tab + 3 * bt + 1], cP = H[tab + 3 * bt + 2];
+    const oP = J[o + 21] + bt * m * n * 2;
     for (let jc = j0; jc < j1; jc += NC) {
       const nc = Math.min(NC, j1 - jc);
       for (let pc = 0; pc < k; pc += KC) {
@@ -158,6 +175,9 @@ export function runRegion(
                 for (let c = 0; c < cols; c++) F[c0 + r * n + c] = F[t0 + r * NR + c];
               }
             }
+          }
+          if (narrow && pc + kc === k) {
+            for (let i = ic; i < ic + mc; i++) round(cP, oP, i, jc, jc + nc);
           }
         }
       }
