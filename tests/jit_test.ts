@@ -8,6 +8,7 @@ import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
 import { assertSameBits, bitsOf } from "./same_bits.ts";
 import { graphFn, inputsOf, specArb } from "./elementwise_graphs.ts";
+import { chainArb, chainCase, chainSize, computes, inlinable } from "./broadcast_chains.ts";
 import * as nb from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import { loadMnist } from "../examples/data/mnist.ts";
@@ -132,6 +133,37 @@ Deno.test("jit ≡ eager bitwise: random elementwise graphs with broadcasts (pro
     }),
     { numRuns: 150 },
   );
+});
+
+Deno.test("jit ≡ eager bitwise: broadcast unary/cast chains recomputed in their readers (property)", async () => {
+  const before = nb.memory(nb.cpu);
+  let inlined = 0;
+  await fc.assert(
+    fc.asyncProperty(chainArb, async (c) => {
+      const { fn, inputs } = chainCase(c);
+      const eager = nb.tidy(() => fn(...inputs));
+      const f = jit(fn);
+      const first = f(...inputs);
+      const again = f(...inputs);
+      const what = JSON.stringify(c);
+      const e = await bitsOf(eager);
+      assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+      assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+      const sched = f.lastStats!.schedule;
+      // The chain is computed on its own iteration space exactly when it may not be inlined.
+      assertEquals(
+        sched.some((l) => computes(l, chainSize(c))),
+        !inlinable(c),
+        `${what}: ${sched}`,
+      );
+      if (inlinable(c)) inlined++;
+      f.clear();
+      nb.dispose([eager, first, again, inputs]);
+    }),
+    { numRuns: 60 },
+  );
+  assert(inlined >= 10, `only ${inlined} of 60 chains were inlinable`);
+  assertEquals(nb.memory(nb.cpu).tensors, before.tensors);
 });
 
 Deno.test("jit fuses an elementwise chain into one kernel with scalars as immediates", async () => {

@@ -9,6 +9,14 @@ import nodeAssert from "node:assert/strict";
 import fc from "./fc.ts";
 import { assertSameBits, bitsOf } from "./same_bits.ts";
 import { graphFn, inputsOf, specArb, SPECIAL } from "./elementwise_graphs.ts";
+import {
+  broadcast,
+  chainArb,
+  chainCase,
+  chainSize,
+  computes,
+  inlinable,
+} from "./broadcast_chains.ts";
 import * as nb from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import type { Handle, View } from "../lib/backend/backend.ts";
@@ -278,6 +286,42 @@ gtest("jit ≡ eager bitwise: matmuls with elementwise epilogues (property)", as
   assert(fusedEpilogues >= 12, `only ${fusedEpilogues} of 20 graphs fused an epilogue`);
   assertEquals(nb.memory(g).tensors, before.tensors);
 });
+
+gtest(
+  "jit ≡ eager bitwise: broadcast unary/cast chains recomputed in epilogues (property)",
+  async (g) => {
+    const before = nb.memory(g);
+    let inlined = 0;
+    await fc.assert(
+      fc.asyncProperty(chainArb, async (c) => {
+        const { fn, inputs } = chainCase(c, g);
+        const eager = nb.tidy(() => fn(...inputs));
+        const f = jit(fn);
+        const first = f(...inputs);
+        const again = f(...inputs);
+        const what = JSON.stringify(c);
+        const e = await bitsOf(eager);
+        assertSameBits(e, await bitsOf(first), `${what} (first call)`);
+        assertSameBits(e, await bitsOf(again), `${what} (replay)`);
+        const sched = f.lastStats!.schedule;
+        // The chain is computed on its own iteration space exactly when it may not be inlined.
+        if (broadcast(c)) {
+          assertEquals(
+            sched.some((l) => computes(l, chainSize(c))),
+            !inlinable(c),
+            `${what}: ${sched}`,
+          );
+        }
+        if (inlinable(c)) inlined++;
+        f.clear();
+        nb.dispose([eager, first, again, inputs]);
+      }),
+      { numRuns: 30 },
+    );
+    assert(inlined >= 6, `only ${inlined} of 30 chains were inlinable`);
+    assertEquals(nb.memory(g).tensors, before.tensors);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Fused kernels called directly: several packed outputs, odd sizes, strided and scalar views

@@ -8,7 +8,11 @@
  * (`Backend.fusedReduce`), a reduce of a group's value runs in the same kernel as the members
  * it needs (a reduction prologue; the other values they make that later kernels read are
  * written out too, when 4 bytes wide). Where it runs matmuls with epilogues
- * (`Backend.matmulFused`), a matmul heads a group and its readers run in its store.
+ * (`Backend.matmulFused`), a matmul heads a group and its readers run in its store. A cheap
+ * producer (a chain of at most {@linkcode MAX_INLINE} unary/cast nodes) whose every reader reads
+ * it through a broadcast view is never computed: each reader's kernel reads the chain's input
+ * through the same view and applies the same ops (same rounding, so the same bits), e.g. the
+ * bias casts of a mixed-precision MLP run inside the matmul epilogues that add them.
  *
  * @module
  */
@@ -41,6 +45,13 @@ export type Step =
 const FUSIBLE = new Set(["unary", "binary", "where", "cast", "copy"]);
 /** How many of the latest groups a node with no fused producer may join (horizontal fusion). */
 const HORIZON = 8;
+/** The longest unary/cast chain recomputed inside the kernels that broadcast it. */
+export const MAX_INLINE = 4;
+
+/** A graph being scheduled: `inlined[id]` marks the nodes recomputed inside their readers. */
+interface Sched extends Simplified {
+  readonly inlined: readonly boolean[];
+}
 
 /** Whether a node can be part of a fused kernel. */
 export function fusible(n: Node): boolean {
@@ -63,6 +74,44 @@ function reads(n: Node): ViewRef[] {
     default:
       return [];
   }
+}
+
+/**
+ * The nodes recomputed inside their readers' kernels: unary and cast nodes (not outputs, not
+ * constant) that every reader either reads through a broadcast view (a larger iteration space)
+ * or is such a node itself, in chains of at most {@linkcode MAX_INLINE} on a value no fused
+ * kernel computes (an input, a constant, a matmul's or a reduction's result).
+ */
+function inlinable(s: Simplified): boolean[] {
+  const { nodes, constant, consumers } = s;
+  const outs = new Set(s.outputs);
+  const cand = nodes.map(() => false);
+  for (let p = nodes.length - 1; p >= 0; p--) {
+    const n = nodes[p];
+    if (constant[p] || outs.has(p) || (n.op !== "cast" && n.op !== "unary")) continue;
+    cand[p] = consumers[p].length > 0 &&
+      consumers[p].every((c) =>
+        cand[c] || (!constant[c] && fusible(nodes[c]) && nodes[c].size > n.size)
+      );
+  }
+  const depth = nodes.map(() => 0);
+  const inl = nodes.map(() => false);
+  nodes.forEach((n, p) => {
+    if (!cand[p] || (n.op !== "cast" && n.op !== "unary")) return;
+    // A chain on a value that a fused kernel computes would share that kernel: recomputing it
+    // per element of its readers would save no kernel.
+    if (!inl[n.x] && !constant[n.x] && fusible(nodes[n.x])) return;
+    depth[p] = 1 + depth[n.x];
+    inl[p] = depth[p] <= MAX_INLINE;
+  });
+  return inl;
+}
+
+/** `v` with inlined producers replaced by their input (they read it whole: same indices). */
+function resolve(s: Sched, v: ViewRef): ViewRef {
+  const n = s.nodes[v.id];
+  if (!s.inlined[v.id] || (n.op !== "cast" && n.op !== "unary")) return v;
+  return resolve(s, { ...v, id: n.x });
 }
 
 /** A view that reads a buffer of `size` elements element for element. */
@@ -104,13 +153,14 @@ export function schedule(
   },
 ): Step[] {
   const { nodes, constant } = s;
+  const sc: Sched = { ...s, inlined: opts.fuse ? inlinable(s) : nodes.map(() => false) };
   const out: Step[] = [];
   const groupOf: (Group | undefined)[] = nodes.map(() => undefined);
   const groups: Group[] = [];
   const close = (g: Group) => {
     if (!g.open) return;
     g.open = false;
-    out.push(...emitGroup(s, g.members, opts.maxBuffers, opts.fits));
+    out.push(...emitGroup(sc, g.members, opts.maxBuffers, opts.fits));
   };
   // A value of an open group is needed now (by a kernel that cannot join it): compute it and
   // the members it depends on now, and leave the rest of the group open (so, e.g., gradScale's
@@ -153,7 +203,7 @@ export function schedule(
     if (!g?.open || n.reduce === 0) return false;
     const anc = needed(g, n.x, id);
     const part = g.members.filter((m) => anc.has(m));
-    const step = buildReduce(s, part, id, opts.maxBuffers);
+    const step = buildReduce(sc, part, id, opts.maxBuffers);
     if (!step) return false;
     g.members = g.members.filter((m) => !anc.has(m));
     if (g.members.length === 0) g.open = false;
@@ -163,7 +213,7 @@ export function schedule(
     return true;
   };
   nodes.forEach((n, id) => {
-    if (constant[id] || n.op === "input") return;
+    if (constant[id] || n.op === "input" || sc.inlined[id]) return;
     if (opts.fuse && opts.reduce && n.op === "reduce" && prologue(n, id)) return;
     if (!opts.fuse || !fusible(n)) {
       for (const i of new Set(inputIds(n))) {
@@ -180,7 +230,7 @@ export function schedule(
       out.push({ kind: "node", id });
       return;
     }
-    const views = reads(n);
+    const views = reads(n).map((v) => resolve(sc, v));
     for (const v of views) {
       const g = groupOf[v.id];
       if (g?.open && !isIdentity(v, nodes[v.id].size)) need(g, v.id, id);
@@ -240,7 +290,7 @@ function headOf(s: Simplified, members: readonly number[]): number | undefined {
  * matmul's operands count too), else the matmul alone and the rest as usual.
  */
 function emitGroup(
-  s: Simplified,
+  s: Sched,
   members: readonly number[],
   maxBuffers: number,
   fits?: (g: MatmulGeometry, dtype: DType, k: FusedKernel) => boolean,
@@ -282,12 +332,12 @@ function outputsOf(s: Simplified, members: readonly number[], reader?: number): 
   return members.filter((m) => outs.has(m) || s.consumers[m].some((c) => !inside.has(c)));
 }
 
-function externalReads(s: Simplified, members: readonly number[]): ViewRef[] {
+function externalReads(s: Sched, members: readonly number[]): ViewRef[] {
   const inside = new Set(members);
   const seen = new Set<string>();
   const res: ViewRef[] = [];
   for (const m of members) {
-    for (const v of reads(s.nodes[m])) {
+    for (const v of reads(s.nodes[m]).map((r) => resolve(s, r))) {
       if (inside.has(v.id) || isFill(s, v.id)) continue;
       const key = viewKey(v);
       if (!seen.has(key)) {
@@ -303,7 +353,7 @@ function viewKey(v: ViewRef): string {
   return `${v.id}:${v.shape}:${v.strides}:${v.offset}`;
 }
 
-function buffersOf(s: Simplified, members: readonly number[]): number {
+function buffersOf(s: Sched, members: readonly number[]): number {
   return externalReads(s, members).length + outputsOf(s, members).length;
 }
 
@@ -312,7 +362,7 @@ function buffersOf(s: Simplified, members: readonly number[]): number {
  * backend's limits forbid it (a side output that is not 4 bytes wide, too many buffers).
  */
 function buildReduce(
-  s: Simplified,
+  s: Sched,
   members: readonly number[],
   id: number,
   maxBuffers: number,
@@ -325,12 +375,13 @@ function buildReduce(
 }
 
 function build(
-  s: Simplified,
+  s: Sched,
   members: readonly number[],
   reduce?: number,
   matmul?: number,
 ): Step {
-  if (members.length === 1 && reduce === undefined && matmul === undefined) {
+  const readsInlined = members.some((m) => reads(s.nodes[m]).some((v) => s.inlined[v.id]));
+  if (members.length === 1 && reduce === undefined && matmul === undefined && !readsInlined) {
     return { kind: "node", id: members[0] };
   }
   const size = s.nodes[members[0]].size;
@@ -339,12 +390,26 @@ function build(
     ? externalReads(s, members)
     : [product(matmul), ...externalReads(s, members).filter((v) => v.id !== matmul)];
   const inputIndex = new Map(inputs.map((v, i) => [viewKey(v), i]));
+  const ops: FusedOp[] = [];
   const opIndex = new Map<number, number>();
   const immediates: { value: number; dtype: Node["dtype"] }[] = [];
   const immIndex = new Map<string, number>();
+  // The op computing an inlined node at each view its readers read it through.
+  const inlineIndex = new Map<string, number>();
   const operand = (v: ViewRef): FusedOperand => {
     const op = opIndex.get(v.id);
     if (op !== undefined) return { kind: "op", index: op };
+    const p = s.nodes[v.id];
+    if (s.inlined[v.id] && (p.op === "cast" || p.op === "unary")) {
+      const key = viewKey(v);
+      let i = inlineIndex.get(key);
+      if (i === undefined) {
+        ops.push(fusedOp(p, [operand({ ...v, id: p.x })]));
+        i = ops.length - 1;
+        inlineIndex.set(key, i);
+      }
+      return { kind: "op", index: i };
+    }
     if (v.id === matmul) return { kind: "input", index: 0 };
     const n = s.nodes[v.id];
     if (n.op === "fill") {
@@ -360,27 +425,9 @@ function build(
     }
     return { kind: "input", index: inputIndex.get(viewKey(v))! };
   };
-  const ops: FusedOp[] = [];
   for (const m of members) {
     const n = s.nodes[m];
-    const r = reads(n).map(operand);
-    switch (n.op) {
-      case "unary":
-        ops.push({ op: "unary", kind: n.kind, x: r[0], dtype: n.dtype });
-        break;
-      case "binary":
-        ops.push({ op: "binary", kind: n.kind, a: r[0], b: r[1], dtype: n.dtype });
-        break;
-      case "where":
-        ops.push({ op: "where", c: r[0], a: r[1], b: r[2], dtype: n.dtype });
-        break;
-      case "cast":
-        ops.push({ op: "cast", x: r[0], dtype: n.dtype, opts: n.opts });
-        break;
-      case "copy":
-        ops.push({ op: "cast", x: r[0], dtype: n.dtype });
-        break;
-    }
+    ops.push(fusedOp(n, reads(n).map(operand)));
     opIndex.set(m, ops.length - 1);
   }
   let outputs = outputsOf(s, members, reduce);
@@ -423,4 +470,22 @@ function build(
     ],
     ...(matmul === undefined ? {} : { matmul }),
   };
+}
+
+/** The fused op of fusible node `n` on operands `r` (its reads, in order). */
+function fusedOp(n: Node, r: readonly FusedOperand[]): FusedOp {
+  switch (n.op) {
+    case "unary":
+      return { op: "unary", kind: n.kind, x: r[0], dtype: n.dtype };
+    case "binary":
+      return { op: "binary", kind: n.kind, a: r[0], b: r[1], dtype: n.dtype };
+    case "where":
+      return { op: "where", c: r[0], a: r[1], b: r[2], dtype: n.dtype };
+    case "cast":
+      return { op: "cast", x: r[0], dtype: n.dtype, opts: n.opts };
+    case "copy":
+      return { op: "cast", x: r[0], dtype: n.dtype };
+    default:
+      throw new Error(`jit fuse: ${n.op} is not an elementwise op (a fusion bug; please report)`);
+  }
 }
