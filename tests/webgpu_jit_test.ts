@@ -226,6 +226,7 @@ const epilogues: ((z: Tensor, bias: Tensor, d: string) => Tensor)[] = [
 ];
 
 gtest("jit ≡ eager bitwise: matmuls with elementwise epilogues (property)", async (g) => {
+  const runs = g.features.shaderF16 ? 20 : 6;
   const before = nb.memory(g);
   let fusedEpilogues = 0;
   await fc.assert(
@@ -281,9 +282,14 @@ gtest("jit ≡ eager bitwise: matmuls with elementwise epilogues (property)", as
         nb.dispose([eager, first, again, x, w, w2, bias]);
       },
     ),
-    { numRuns: 20 },
+    // Without shader-f16 (wgpu's GL backend) new matmul pipelines compile ever more slowly in one
+    // process, so GL runs fewer graphs.
+    { numRuns: runs },
   );
-  assert(fusedEpilogues >= 12, `only ${fusedEpilogues} of 20 graphs fused an epilogue`);
+  assert(
+    fusedEpilogues >= Math.ceil(runs * 0.5),
+    `only ${fusedEpilogues} of ${runs} graphs fused an epilogue`,
+  );
   assertEquals(nb.memory(g).tensors, before.tensors);
 });
 
